@@ -1,0 +1,21 @@
+"""vitcop's pruning package (docs VITCOP.md).
+
+Pure tensor math, no transformers import: ``budget`` (stage budgets), ``saliency``
+(key norms, [CLS] / pseudo-CLS attention), ``vic`` (density-peak clustering),
+``select`` (Stage I/II/III selection and merging), ``flops`` (prefill FLOPs),
+``presets`` (YAML presets). Model plumbing lives in ``attach`` and ``adapters``.
+
+This file imports nothing on purpose, so importing a pure submodule never pulls in
+model code.
+"""
+
+
+def attach(model, preset):
+    """Attach ViTCoP to one loaded model instance; returns a removable handle (see ``pruning.engine``).
+
+    ``preset`` is a :class:`pruning.presets.Preset` or a built-in name / YAML path.
+    """
+    from .engine import attach as _attach
+    from .presets import Preset, load_preset
+
+    return _attach(model, preset if isinstance(preset, Preset) else load_preset(preset))

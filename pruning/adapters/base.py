@@ -1,0 +1,177 @@
+"""What every model-family adapter provides — the only place that knows a model's insides.
+
+An adapter wraps one loaded ``*ForConditionalGeneration`` instance and answers plumbing questions:
+where the language model and its decoder layers are, which input ids are prunable visual tokens,
+the LLM's shapes (for FLOPs), which processor kwargs a video / image needs, and — for Stage I —
+how to hook the vision block whose output feeds the projector and turn what it sees into
+per-LLM-token saliency, key features, frame ids and grid positions. Adapters contain no scoring
+math: they call the pure functions of ``pruning.saliency`` / ``pruning.select``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LMShape:
+    """The LLM's real shapes, read from the loaded config (used for FLOPs and reports)."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+
+
+@dataclass
+class VisualTokens:
+    """Stage-I view of one prompt's visual tokens, in the order they appear in the sequence.
+
+    Shapes (n = visual tokens of the prompt, D = key feature width of the saliency block):
+        positions_in_seq  (n,) long   index of each visual token in the LLM input sequence
+        saliency          (n,) float  pseudo-CLS / [CLS] attention mass (larger = more salient)
+        frame_ids         (n,) long   unique id of the image / frame the token belongs to
+        features          (n, D)      encoder keys (heads concatenated, mean over the merge group)
+        grid_positions    (n, 2)      (row / H, col / W) of the token in its frame's token grid
+    """
+
+    positions_in_seq: torch.Tensor
+    saliency: torch.Tensor
+    frame_ids: torch.Tensor
+    features: torch.Tensor
+    grid_positions: torch.Tensor
+
+
+@dataclass
+class EncoderRecord:
+    """One vision-encoder call as the Stage-I hooks captured it (adapter-specific ``payload``).
+
+    Records are kept in call order. transformers encodes images before videos (in ``generate``'s
+    pre-encoding and in ``forward`` alike), one call per modality, so the engine pairs records with
+    the modalities present in the prompt in that order.
+    """
+
+    payload: dict
+
+
+@dataclass
+class TokenView:
+    """One encoder call's outputs at LLM-token granularity (what the call puts in the sequence).
+
+    saliency (n,), frame_ids (n,) local to the call, features (n, D), grid_positions (n, 2),
+    structural (n,) bool — outputs that are not prunable (e.g. LLaVA's image-newline rows).
+    """
+
+    saliency: torch.Tensor
+    frame_ids: torch.Tensor
+    features: torch.Tensor
+    grid_positions: torch.Tensor
+    structural: torch.Tensor
+
+
+class FamilyAdapter:
+    """Base class; one subclass per model family, registered by ``config.model_type``."""
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    # ---- plumbing used by ask / timing / FLOPs -------------------------------------------
+    @property
+    def language_model(self) -> nn.Module:
+        """The decoder stack module whose forward receives ``inputs_embeds`` for the LLM."""
+        return self.model.model.language_model
+
+    @property
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.language_model.layers
+
+    @property
+    def vision_encoder(self) -> nn.Module:
+        raise NotImplementedError
+
+    def k_proj(self, layer: int) -> nn.Module:
+        """The module whose output is layer ``layer``'s keys, shape (b, S, H_kv * head_dim)."""
+        return self.decoder_layers[layer].self_attn.k_proj
+
+    def lm_shape(self) -> LMShape:
+        cfg = self.model.config.get_text_config()
+        heads = cfg.num_attention_heads
+        return LMShape(
+            layers=cfg.num_hidden_layers,
+            hidden=cfg.hidden_size,
+            heads=heads,
+            kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+            head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+            intermediate=cfg.intermediate_size,
+            vocab=cfg.vocab_size,
+        )
+
+    def visual_token_ids(self) -> dict[str, int]:
+        """{"image": id, "video": id} of the placeholder tokens the processor expands."""
+        raise NotImplementedError
+
+    def visual_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(b, S) bool: positions holding image or video placeholder tokens."""
+        ids = torch.tensor(list(self.visual_token_ids().values()), device=input_ids.device)
+        return torch.isin(input_ids, ids)
+
+    def processor_kwargs(
+        self, processor, kind: str, *, max_pixels: int | None, min_pixels: int | None
+    ) -> tuple[dict, list[str]]:
+        """Extra kwargs for ``processor(...)`` for a ``kind`` ("video"/"image") input, plus warnings."""
+        return {}, []
+
+    # ---- Stage I -------------------------------------------------------------------------
+    def attach_encoder_capture(self, records: list[EncoderRecord]) -> list:
+        """Register hooks that append one :class:`EncoderRecord` per vision-encoder call.
+
+        Returns the hook handles (the caller removes them)."""
+        raise NotImplementedError
+
+    def form_tokens(self, record: EncoderRecord, modality: str, extras: dict) -> TokenView:
+        """Turn one captured call into per-LLM-token views, the way the model forms its tokens.
+
+        ``extras`` holds processor outputs the model's token forming needs (e.g. ``image_sizes``)."""
+        raise NotImplementedError
+
+    def visual_tokens(self, input_ids: torch.Tensor, records: list[EncoderRecord], extras: dict) -> VisualTokens:
+        """Line the captured calls up with the prunable visual tokens of ``input_ids`` (1, S)."""
+        ids = self.visual_token_ids()
+        present = [m for m in ("image", "video") if bool((input_ids[0] == ids[m]).any())]
+        if len(present) != len(records):
+            raise RuntimeError(
+                f"captured {len(records)} vision-encoder call(s) for a prompt with {', '.join(present) or 'no'} input"
+            )
+        seq_pos, sal, fid, feat, grid = [], [], [], [], []
+        frame_offset = 0
+        for modality, record in zip(present, records):
+            view = self.form_tokens(record, modality, extras)
+            where = (input_ids[0] == ids[modality]).nonzero().flatten()
+            if where.numel() != view.structural.numel():
+                raise RuntimeError(
+                    f"{modality} placeholders ({where.numel()}) do not match encoder outputs ({view.structural.numel()})"
+                )
+            keep = ~view.structural
+            seq_pos.append(where[keep])
+            sal.append(view.saliency[keep])
+            fid.append(view.frame_ids[keep] + frame_offset)
+            feat.append(view.features[keep])
+            grid.append(view.grid_positions[keep])
+            frame_offset += int(view.frame_ids.max()) + 1
+        order = torch.cat(seq_pos).argsort()
+        return VisualTokens(
+            positions_in_seq=torch.cat(seq_pos)[order],
+            saliency=torch.cat(sal)[order],
+            frame_ids=torch.cat(fid)[order],
+            features=torch.cat(feat)[order],
+            grid_positions=torch.cat(grid)[order],
+        )

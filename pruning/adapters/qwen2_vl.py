@@ -1,0 +1,105 @@
+"""Qwen2-VL adapter (model_type ``qwen2_vl``): plumbing only.
+
+Vision encoder: ``model.model.visual`` (a ViT with 2-D rotary embeddings, attention restricted to one
+temporal patch = 2 video frames, or one image; no [CLS]). Its last block feeds the ``PatchMerger``,
+which turns each 2x2 group of consecutive patches into one LLM token. Stage I therefore hooks the
+last block: the pseudo-CLS query of each attention unit (``cu_seqlens`` segment) over that block's
+rotary-embedded q / k, patch scores summed over each 2x2 merge group, keys averaged over it.
+
+Language model: ``model.model.language_model`` (Qwen2 decoder with M-RoPE). Its forward receives the
+3-component position ids computed from the *unpruned* prompt (``get_rope_index``), so gathering
+them keeps every surviving token at its original (t, h, w) position; ``rope_deltas`` stay untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+from ..saliency import group_sum, pseudo_cls_attention
+from .base import EncoderRecord, FamilyAdapter, TokenView
+
+class Qwen2VLAdapter(FamilyAdapter):
+    model_types = ("qwen2_vl",)
+
+    @property
+    def vision_encoder(self):
+        return self.model.model.visual
+
+    def visual_token_ids(self) -> dict[str, int]:
+        cfg = self.model.config
+        return {"image": cfg.image_token_id, "video": cfg.video_token_id}
+
+    def processor_kwargs(self, processor, kind, *, max_pixels, min_pixels):
+        """Video: the processor's own sampling off, qwen-vl-utils' total-pixel cap on; optional bounds."""
+        sub = processor.video_processor if kind == "video" else processor.image_processor
+        kwargs = {"do_sample_frames": False, "cap_pixels_per_frame": True} if kind == "video" else {}
+        if max_pixels is not None or min_pixels is not None:
+            kwargs["size"] = {
+                "shortest_edge": int(min_pixels if min_pixels is not None else sub.size["shortest_edge"]),
+                "longest_edge": int(max_pixels if max_pixels is not None else sub.size["longest_edge"]),
+            }
+        return {f"{kind}s_kwargs": kwargs}, []
+
+    # ---- Stage I -------------------------------------------------------------------------
+    def attach_encoder_capture(self, records: list[EncoderRecord]) -> list:
+        visual = self.vision_encoder
+        block = visual.blocks[-1].attn
+        merge = visual.spatial_merge_size
+        call: dict = {}
+
+        def on_visual(_module, args, kwargs):
+            call.clear()
+            call["grid"] = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
+
+        def on_attn(_module, _args, kwargs):
+            call["rope"] = kwargs["position_embeddings"]
+            call["cu_seqlens"] = kwargs["cu_seqlens"]
+
+        def on_qkv(_module, _args, output):
+            n = output.shape[0]
+            q, k, _ = output.reshape(n, 3, block.num_heads, -1).unbind(1)  # (n, H, d) each
+            cos, sin = call["rope"]
+            q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+            cu = call["cu_seqlens"].to(q.device)
+            patch_frames = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=q.device), cu.diff())
+            scores = pseudo_cls_attention(q.transpose(0, 1), k.transpose(0, 1), patch_frames, scale=block.scaling)
+            group = merge * merge
+            records.append(
+                EncoderRecord(
+                    {
+                        "saliency": group_sum(scores, group),
+                        "frame_ids": patch_frames[::group],
+                        "features": k.reshape(n // group, group, -1).float().mean(1),
+                        "grid_positions": self._grid_positions(call["grid"], merge, q.device),
+                    }
+                )
+            )
+
+        return [
+            visual.register_forward_pre_hook(on_visual, with_kwargs=True),
+            block.register_forward_pre_hook(on_attn, with_kwargs=True),
+            block.qkv.register_forward_hook(on_qkv),
+        ]
+
+    def form_tokens(self, record: EncoderRecord, modality: str, extras: dict) -> TokenView:
+        """Already at token granularity (the 2x2 merge groups were reduced at capture time)."""
+        p = record.payload
+        return TokenView(
+            saliency=p["saliency"],
+            frame_ids=p["frame_ids"],
+            features=p["features"],
+            grid_positions=p["grid_positions"],
+            structural=torch.zeros_like(p["frame_ids"], dtype=torch.bool),
+        )
+
+    @staticmethod
+    def _grid_positions(grid_thw: torch.Tensor, merge: int, device) -> torch.Tensor:
+        """(n_tokens, 2) of (row / H, col / W) per LLM token, H x W = the merged token grid of a frame."""
+        out = []
+        for t, h, w in grid_thw.tolist():
+            hh, ww = h // merge, w // merge
+            rows = torch.arange(hh, device=device).repeat_interleave(ww) / hh
+            cols = torch.arange(ww, device=device).repeat(hh) / ww
+            out.append(torch.stack([rows, cols], dim=1).repeat(t, 1))
+        return torch.cat(out)

@@ -1,0 +1,94 @@
+"""Render an :class:`~vitcop_cli.result.AskResult` as a rich report (stderr) or JSON (stdout)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from .result import AskResult
+
+
+def to_json(result: AskResult) -> str:
+    return json.dumps(result.to_dict(), indent=2)
+
+
+def _s(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f} s"
+
+
+def _bytes(x: int | None) -> str:
+    return "-" if x is None else f"{x / 2**20:,.1f} MiB"
+
+
+def _flops(x: float) -> str:
+    for unit, scale in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if x >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.0f} FLOP"
+
+
+def render(result: AskResult, console: Console) -> None:
+    """A two-column table of everything ``ask`` measured."""
+    r, v, t, m = result, result.visual, result.timings, result.memory
+    table = Table(title=f"vitcop · {r.model} · preset {r.preset}", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column()
+    if v.kind == "video":
+        span = f"{v.timestamps[0]:.2f}–{v.timestamps[-1]:.2f} s of {v.duration_s:.2f} s" if v.timestamps else "-"
+        fps = f"{v.sampling_fps:.2f} fps" if v.sampling_fps else "-"
+        table.add_row("frames", f"{v.frames} sampled at {fps} ({span}), source {v.width}x{v.height} @ {v.source_fps:.2f} fps")
+    else:
+        table.add_row("image", f"{v.width}x{v.height}")
+    if v.processed_grid:
+        table.add_row("patch grid (t,h,w)", " x ".join(map(str, v.processed_grid)))
+    table.add_row("tokens", f"prompt {r.tokens.prompt} (visual {r.tokens.visual}), generated {r.tokens.generated}")
+    p = r.pruning
+    if p is not None:
+        table.add_row(
+            "visual tokens",
+            f"N {p.n_visual} → V {p.after_stage1} (stage I) → Rs {p.after_stage2} (layer {p.shallow_layer}) "
+            f"→ Rd {p.after_stage3} (layer {p.deep_layer})"
+            if p.shallow_layer is not None
+            else f"N {p.n_visual} (no pruning)",
+        )
+        table.add_row("layer-averaged", f"{p.layer_averaged_visual:,.1f} visual tokens ({p.layer_averaged_ratio:.3f} of N)")
+        table.add_row(
+            "LLM prefill FLOPs",
+            f"{_flops(p.prefill_flops)} vs {_flops(p.prefill_flops_unpruned)} unpruned ({p.flops_ratio:.3f}x)",
+        )
+    table.add_row("model load", _s(t.model_load_s))
+    table.add_row("video decode", _s(t.video_decode_s))
+    table.add_row("preprocess", _s(t.preprocess_s))
+    table.add_row("vision encoder", _s(t.vision_encoder_s))
+    table.add_row("prefill (LLM)", _s(t.prefill_s))
+    table.add_row("time to first token", _s(t.ttft_s))
+    rate = "-" if t.decode_tokens_per_s is None else f"{t.decode_tokens_per_s:.1f} tokens/s"
+    table.add_row("decode", f"{_s(t.decode_s)} ({rate})")
+    table.add_row("pruning overhead", _s(t.pruning_s))
+    table.add_row("total", _s(t.total_s))
+    if m.peak_allocated_bytes is not None:
+        table.add_row("peak memory", f"{_bytes(m.peak_allocated_bytes)} allocated, {_bytes(m.peak_reserved_bytes)} reserved")
+    else:
+        table.add_row("peak memory", f"{_bytes(m.peak_rss_bytes)} process peak RSS")
+    table.add_row("device", f"{r.device} · {r.dtype} · {r.attn_implementation}")
+    console.print(table)
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+
+
+def render_presets(rows, console: Console, *, model: str | None, n_visual: int) -> None:
+    """The ``vitcop presets`` table: each preset's ratios and the budgets at this depth and N."""
+    depth = rows[0].n_layers if rows else 0
+    where = f"{model} ({depth} LLM layers)" if model else f"a {depth}-layer LLM"
+    table = Table(title=f"pruning presets for {where}, N = {n_visual} visual tokens", title_justify="left")
+    for col in ("preset", "ratio", "vision keep", "V (stage I)", "Rs @ layer", "Rd @ layer", "layer-avg", "about"):
+        table.add_column(col)
+    for r in rows:
+        at = lambda n, layer: f"{n}" if layer is None else f"{n} @ {layer}"  # noqa: E731
+        table.add_row(
+            r.name, f"{r.ratio:.3f}", f"{r.vision_keep:.2f}", str(r.V), at(r.Rs, r.shallow_layer),
+            at(r.Rd, r.deep_layer), f"{r.layer_averaged:,.0f} ({r.layer_averaged / r.n_visual:.3f})", r.description,
+        )
+    console.print(table)

@@ -1,0 +1,71 @@
+"""The result objects ``ask`` returns; ``--json`` prints ``AskResult.to_dict()`` verbatim.
+
+Units: seconds for ``*_s``, bytes for ``*_bytes``, FLOPs as floats. ``None`` means "not measured
+here" (e.g. CUDA memory on a CPU run), never zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from pruning.stats import PruningReport
+
+from .runtime import MemoryReport
+
+
+@dataclass
+class VisualInfo:
+    path: str
+    kind: str  # "video" or "image"
+    frames: int  # frames handed to the processor (1 for an image)
+    sampling_fps: float | None  # frames used per second of clip
+    source_fps: float | None
+    duration_s: float | None
+    timestamps: list[float]  # seconds, of every frame used
+    width: int  # source resolution
+    height: int
+    processed_grid: list[int] | None = None  # e.g. Qwen2-VL's (t, h, w) patch grid
+
+
+@dataclass
+class TokenCounts:
+    prompt: int  # prompt tokens including the visual placeholders
+    visual: int  # visual placeholder tokens in the prompt (before any pruning)
+    generated: int
+
+
+@dataclass
+class Timings:
+    model_load_s: float | None
+    video_decode_s: float
+    preprocess_s: float
+    vision_encoder_s: float
+    prefill_s: float  # LLM prefill (first forward minus the vision encoder), pruning included
+    ttft_s: float  # generate() start to the end of the first forward: encoder + prefill
+    decode_s: float
+    decode_tokens_per_s: float | None
+    pruning_s: float  # time spent inside the pruning hooks (part of the encoder/prefill times)
+    total_s: float
+
+
+@dataclass
+class AskResult:
+    answer: str
+    question: str
+    model: str
+    model_type: str
+    preset: str
+    device: str
+    dtype: str
+    attn_implementation: str
+    visual: VisualInfo
+    tokens: TokenCounts
+    timings: Timings
+    memory: MemoryReport
+    pruning: PruningReport | None
+    generated_ids: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
