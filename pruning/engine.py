@@ -72,7 +72,6 @@ class PruningHandle:
         self.preset = preset
         self.adapter = adapter_for(model)
         self.shape = self.adapter.lm_shape()
-        self.budgets_layers = None if preset.is_identity else preset.budgets(1000, self.shape.layers)
         self.seconds = 0.0  # wall time spent inside pruning work, summed over calls
         self.last: PrefillState | None = None
         self._hooks: list = []
@@ -106,14 +105,14 @@ class PruningHandle:
 
     def _register(self) -> None:
         ad, lm = self.adapter, self.adapter.language_model
-        b = self.budgets_layers
+        shallow, deep = self.preset.resolve_layers(self.shape.layers)
         self._hooks += ad.attach_encoder_capture(self._records)
         self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
         self._hooks.append(lm.register_forward_pre_hook(self._on_lm_start, with_kwargs=True))
         self._hooks.append(lm.register_forward_hook(self._on_lm_end))
-        for src in (b.shallow_layer - 1, b.deep_layer - 1):
+        for src in (shallow - 1, deep - 1):
             self._hooks.append(ad.k_proj(src).register_forward_hook(self._key_catcher(src)))
-        for layer in range(b.shallow_layer, self.shape.layers):
+        for layer in range(shallow, self.shape.layers):
             self._hooks.append(
                 ad.decoder_layers[layer].register_forward_pre_hook(self._layer_hook(layer), with_kwargs=True)
             )
@@ -157,8 +156,11 @@ class PruningHandle:
         embeds = kwargs["inputs_embeds"]
         if embeds.shape[0] != 1:
             raise NotImplementedError("ViTCoP pruning supports batch size 1; run prompts one at a time")
-        if self._input_ids is None or not self._records:
-            raise RuntimeError("pruning needs input_ids and pixel inputs at prefill (call generate with them)")
+        if self._input_ids is None:
+            raise RuntimeError("pruning needs input_ids at prefill (call the model or generate with them)")
+        self.last = None
+        if not bool(self.adapter.visual_mask(self._input_ids).any()):
+            return  # a text-only prompt: nothing to prune
         state = self._stage1(embeds.shape[1])
         keep = state.kept_orig.to(embeds.device)
         kwargs["inputs_embeds"] = embeds[:, keep]

@@ -32,6 +32,8 @@ Choices where the spec is silent:
   several gamma = inf) happens in that order and the result is un-permuted, so
   permuting the input permutes the labels identically. Remaining ties (equal d_ij for
   the parent, equal gamma for centres) go to the token earlier in canonical order.
+  Only tokens identical in both position and features stay interchangeable (they may
+  swap labels under a permutation; no input-order-free rule can tell them apart).
 * Label propagation is vectorised pointer jumping: parent pointers of centres and of
   parentless tokens point to themselves, and ceil(log2 n) + 1 squarings reach
   parent^(2^k) with 2^k >= n, which is a centre exactly when the chain reaches one.

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny random-weight checkpoints of each family, built once per test session.
+
+They are written with ``vitcop_cli.devmodels.make_model`` into a temporary folder and loaded through
+the same code path as a real checkpoint. Set VITCOP_TEST_MODELS=/some/dir to reuse them across runs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vitcop_cli.devmodels import FAMILIES, make_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """{"qwen2_vl": folder, "llava_onevision": folder} of tiny random checkpoints."""
+    base = Path(os.environ["VITCOP_TEST_MODELS"]) if os.environ.get("VITCOP_TEST_MODELS") else None
+    base = base or tmp_path_factory.mktemp("models")
+    out = {}
+    for family in FAMILIES:
+        folder = base / f"{family}-tiny"
+        if not (folder / "config.json").exists():
+            make_model(family, folder, size="tiny")
+        out[family] = folder
+    return out
+
+
+@pytest.fixture(scope="session")
+def sessions(tiny_models):
+    """Loaded tiny sessions (sdpa, CPU, float32), one per family, shared by the whole run."""
+    from vitcop_cli import api
+
+    api.quiet_library_logs()
+    return {family: api.load(str(path), device="cpu", offline=True) for family, path in tiny_models.items()}
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def clip() -> Path:
+    return SAMPLES / "shapes.mp4"
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    return SAMPLES / "scene.png"
