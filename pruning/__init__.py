@@ -10,12 +10,13 @@ model code.
 """
 
 
-def attach(model, preset):
-    """Attach ViTCoP to one loaded model instance; returns a removable handle (see ``pruning.engine``).
+def attach(model, preset, method: str = "vitcop"):
+    """Attach pruning to one loaded model instance; returns a removable handle (see ``pruning.engine``).
 
-    ``preset`` is a :class:`pruning.presets.Preset` or a built-in name / YAML path.
+    ``preset`` is a :class:`pruning.presets.Preset` or a built-in name / YAML path; ``method`` one of
+    ``pruning.methods.method_names()`` (default ``vitcop``; baselines take the preset's ratio).
     """
     from .engine import attach as _attach
     from .presets import Preset, load_preset
 
-    return _attach(model, preset if isinstance(preset, Preset) else load_preset(preset))
+    return _attach(model, preset if isinstance(preset, Preset) else load_preset(preset), method)

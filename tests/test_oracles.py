@@ -126,14 +126,15 @@ def test_dropping_equals_masking(loaded, prepared, key, preset):
         state = handle.last
     budget_layers = preset.budgets(state.n_visual, session.adapter.lm_shape().layers)
     start = budget_layers.deep_layer if preset is DEEP_ONLY else 0
-    seen = set(state.kept_orig[state.layer_cols[start]].tolist())
+    seen = set(state.kept_orig[state.cached(start)].tolist())
     visual = session.adapter.visual_mask(inputs["input_ids"])[0]
     dropped = torch.tensor([i for i in visual.nonzero().flatten().tolist() if i not in seen])
     assert dropped.numel() > 0
+    (_, v), (_, rs), (_, rd) = state.stages
     if preset is DEEP_ONLY:
-        assert state.stage_counts["V"] == state.stage_counts["Rs"] == state.n_visual > state.stage_counts["Rd"]
+        assert v == rs == state.n_visual > rd
     else:
-        assert state.stage_counts["V"] < state.n_visual and state.stage_counts["Rd"] == state.stage_counts["V"]
+        assert v < state.n_visual and rd == rs == v
     reference = KeyMask(model, session.adapter, dropped, start)
     try:
         ref_tokens, ref_scores = _greedy(model, inputs)
@@ -211,11 +212,11 @@ def test_layers_see_original_positions_of_survivors(loaded, prepared, key):
         for h in hooks:
             h.remove()
     for layer, (cos, sin) in seen.items():
-        orig = state.kept_orig[state.layer_cols[layer]]
+        orig = state.kept_orig[state.cached(layer)]
         assert torch.equal(cos, full_cos[:, orig]) and torch.equal(sin, full_sin[:, orig]), layer
     # merged tokens sit at their anchor's position: every survivor of layer Ls was present before it
-    ls = handle._budget.shallow_layer
-    assert set(state.layer_cols[ls].tolist()) <= set(state.layer_cols[ls - 1].tolist())
+    ls = handle.method.shallow
+    assert set(state.cached(ls).tolist()) <= set(state.cached(ls - 1).tolist())
     assert len(seen[ls][0][0]) < len(seen[0][0][0])
 
 

@@ -24,6 +24,7 @@ import torch
 
 from pruning import attach
 from pruning.adapters import UnsupportedModelError, adapter_class
+from pruning.methods import method_class, method_names
 from pruning.presets import Preset, PresetError, builtin_presets, load_preset
 
 from .errors import InputError, RuntimeFailure
@@ -34,6 +35,7 @@ from .video import Visual, load_visual
 
 DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
 DEFAULT_PRESET = "1_3"
+DEFAULT_METHOD = "vitcop"
 
 
 @dataclass
@@ -65,6 +67,7 @@ def load(
     try:
         config = AutoConfig.from_pretrained(model, local_files_only=offline)
     except (OSError, ValueError) as exc:
+        _check_declared_model_type(model)  # a model_type transformers does not know: name the supported ones
         raise InputError(_load_error(model, offline, exc)) from exc
     try:
         adapter_cls = adapter_class(config.model_type)
@@ -94,6 +97,21 @@ def load(
         attn_implementation=attn_impl,
         load_s=clock.now() - started,
     )
+
+
+def _check_declared_model_type(model: str) -> None:
+    """InputError listing the supported types when local ``model/config.json`` declares an unsupported one."""
+    import json
+
+    try:
+        declared = json.loads((Path(model) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(declared, str):
+        try:
+            adapter_class(declared)
+        except UnsupportedModelError as exc:
+            raise InputError(f"{model}: {exc}") from None
 
 
 def _load_error(model: str, offline: bool, exc: Exception) -> str:
@@ -167,6 +185,7 @@ class Session:
         prepared: Prepared,
         *,
         preset: str | Preset = DEFAULT_PRESET,
+        method: str = DEFAULT_METHOD,
         max_new_tokens: int = 256,
         temperature: float = 0.0,
         top_p: float | None = None,
@@ -174,6 +193,7 @@ class Session:
         video_decode_s: float = 0.0,
     ) -> AskResult:
         preset = _as_preset(preset)
+        check_method(method)
         if temperature < 0:
             raise InputError("--temperature must be >= 0 (0 = greedy)")
         if top_p is not None and not 0 < top_p <= 1:
@@ -189,7 +209,7 @@ class Session:
         timer = _ForwardTimer(self.model, self.adapter.vision_encoder, self._clock)
         self._memory.reset()
         try:
-            with attach(self.model, preset) as handle, timer:
+            with attach(self.model, preset, method) as handle, timer:
                 handle.bind(prepared.inputs)
                 started = self._clock.now()
                 output = self.model.generate(
@@ -215,6 +235,7 @@ class Session:
             model=self.name,
             model_type=self.model_type,
             preset=preset.name,
+            method=method,
             device=str(self.device),
             dtype=str(self.dtype).replace("torch.", ""),
             attn_implementation=self.attn_implementation,
@@ -256,6 +277,7 @@ class Session:
         question: str,
         *,
         preset: str | Preset = DEFAULT_PRESET,
+        method: str = DEFAULT_METHOD,
         fps: float | None = None,
         frames: int | None = None,
         max_frames: int = 768,
@@ -268,7 +290,8 @@ class Session:
         on_text: Callable[[str], None] | None = None,
     ) -> AskResult:
         """Answer ``question`` about ``video`` (a clip or an image file)."""
-        preset = _as_preset(preset)  # fail on a bad preset before decoding anything
+        preset = _as_preset(preset)  # fail on a bad preset / method before decoding anything
+        check_method(method)
         if fps is not None and frames is not None:
             raise InputError("--fps and --frames are mutually exclusive; give one of them")
         if not question.strip():
@@ -280,12 +303,25 @@ class Session:
         return self.generate(
             prepared,
             preset=preset,
+            method=method,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
             on_text=on_text,
             video_decode_s=decode_s,
         )
+
+
+def check_method(method: str) -> str:
+    """``method`` if it names a registered pruning method, else an InputError listing them."""
+    if method not in method_names():
+        raise InputError(f"unknown pruning method {method!r}; choose one of {', '.join(method_names())}")
+    return method
+
+
+def list_methods() -> list[tuple[str, str]]:
+    """(name, one-line description) of every pruning method."""
+    return [(name, method_class(name).description) for name in method_names()]
 
 
 def check_preset(preset: str | Preset) -> Preset:

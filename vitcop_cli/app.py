@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import InputError, VitcopError
 
@@ -35,14 +36,16 @@ def _fail(exc: BaseException) -> None:
     if _state["debug"]:
         err.print_exception()
     if isinstance(exc, VitcopError):
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # Messages quote user input (paths, model ids) verbatim: escape it, or "[...]" in a file name is
+        # taken for rich markup (swallowed, or a MarkupError traceback for "[/...]").
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         err.print("[bold red]interrupted[/]")
         raise typer.Exit(130)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     err.print(
-        f"[bold red]error:[/] {type(exc).__name__}: {first} (run with --debug for the traceback)",
+        f"[bold red]error:[/] {type(exc).__name__}: {escape(first)} (run with --debug for the traceback)",
         highlight=False,
         soft_wrap=True,
     )
@@ -56,6 +59,9 @@ def ask(
     model: str = typer.Option("Qwen/Qwen2-VL-2B-Instruct", "--model", "-m", help="Hugging Face id or local folder."),
     preset: str = typer.Option(
         "1_3", "--preset", "-p", help="Pruning preset: none, 1_3, 2_9, 1_9, or a YAML file (see `vitcop presets`)."
+    ),
+    method: str = typer.Option(
+        "vitcop", "--method", help="Pruning method: vitcop, or a baseline (fastv, divprune, uniform) at the same ratio."
     ),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip [default: 2.0]."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Sample exactly N frames (instead of --fps)."),
@@ -93,14 +99,16 @@ def ask(
 
         video_mod.check_path(str(video))  # fail fast, before loading a model
         api.check_preset(preset)
+        api.check_method(method)
         api.quiet_library_logs(debug)
-        with err.status(f"loading {model} …", spinner="dots") if not json_out else nullcontext():
+        with err.status(f"loading {escape(model)} …", spinner="dots") if not json_out else nullcontext():
             session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
         streaming = stream and not json_out
         result = session.ask(
             video,
             question,
             preset=preset,
+            method=method,
             fps=fps,
             frames=frames,
             max_frames=max_frames,
@@ -145,24 +153,52 @@ def presets_cmd(
         _fail(exc)
 
 
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the pruning methods (`--method`); baselines take the preset's layer-averaged ratio."""
+    from rich.table import Table
+
+    from . import api
+
+    table = Table(title="pruning methods", title_justify="left")
+    table.add_column("method", style="bold")
+    table.add_column("what it does")
+    for name, description in api.list_methods():
+        table.add_row(name, description)
+    Console().print(table)
+
+
 @dev_app.command("make-model")
 def make_model_cmd(
     family: str = typer.Argument(..., help="qwen2_vl or llava_onevision."),
     out: Path = typer.Argument(..., help="Folder to write the checkpoint into."),
     size: str = typer.Option("tiny", "--size", help="tiny (tests) or bench (benchmarks)."),
     seed: int = typer.Option(0, "--seed"),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
 ) -> None:
     """Write a random-weight checkpoint (real config, tokenizer, processor) that loads like a real one.
 
     Its answers are meaningless text; it exists to exercise every code path offline.
     """
-    from .devmodels import make_model
-
+    _state["debug"] = debug
     try:
-        path = make_model(family, out, size=size, seed=seed)
-    except ValueError as exc:
-        _fail(InputError(str(exc)))
-    err.print(f"wrote {family} ({size}) random-weight checkpoint to {path}")
+        from .api import quiet_library_logs
+        from .devmodels import make_model
+
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out} exists and is not a folder; give a new or existing folder to write into")
+        quiet_library_logs(debug)  # no "Writing model shards" progress bar
+        try:
+            path = make_model(family, out, size=size, seed=seed)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        except OSError as exc:
+            raise InputError(f"cannot write the checkpoint to {out}: {exc.strerror or exc}") from None
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001
+        if isinstance(exc, typer.Exit):
+            raise
+        _fail(exc)
+    err.print(f"wrote {family} ({size}) random-weight checkpoint to {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 def _write_stdout(text: str) -> None:

@@ -10,7 +10,7 @@ The answers of such a model are meaningless text; what it is good for is exercis
 (preprocessing, vision encoder, M-RoPE, caches, pruning hooks) at a size that runs on a CPU.
 
 Sizes:
-    tiny   LM hidden 64, 4 layers, 4 heads / 2 KV heads; a 2-block vision encoder. Seconds on a CPU.
+    tiny   LM hidden 64, 8 layers, 4 heads / 2 KV heads; a 2-block vision encoder. Seconds on a CPU.
     bench  LM hidden 1024, 12 layers, 16 heads / 2 KV heads, MLP 2816; a 4-block vision encoder.
            Used by ``benchmarks/`` to measure prefill ratios on realistic-ish LLM shapes.
 """
@@ -37,7 +37,7 @@ class LMShape:
 
 
 LM_SHAPES = {
-    "tiny": LMShape(hidden=64, layers=4, heads=4, kv_heads=2, intermediate=128),
+    "tiny": LMShape(hidden=64, layers=8, heads=4, kv_heads=2, intermediate=128),
     "bench": LMShape(hidden=1024, layers=12, heads=16, kv_heads=2, intermediate=2816),
 }
 VISION_DEPTH = {"tiny": 2, "bench": 4}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .result import AskResult
@@ -29,10 +30,22 @@ def _flops(x: float) -> str:
     return f"{x:,.0f} FLOP"
 
 
+def _stages(p) -> str:
+    """'N 432 → 216 at LLM entry → 120 at layer 2 → 24 at layer 6' (stages that did nothing omitted)."""
+    parts = [f"N {p.n_visual}"]
+    if p.after_stage1 != p.n_visual:
+        parts.append(f"{p.after_stage1} at LLM entry")
+    for count, before, layer in ((p.after_stage2, p.after_stage1, p.shallow_layer), (p.after_stage3, p.after_stage2, p.deep_layer)):
+        if layer is not None and count != before:
+            parts.append(f"{count} at layer {layer}")
+    return " → ".join(parts) if len(parts) > 1 else f"N {p.n_visual} (nothing pruned)"
+
+
 def render(result: AskResult, console: Console) -> None:
     """A two-column table of everything ``ask`` measured."""
     r, v, t, m = result, result.visual, result.timings, result.memory
-    table = Table(title=f"vitcop · {r.model} · preset {r.preset}", show_header=False, title_justify="left")
+    method = "" if r.method == "vitcop" else f" · method {r.method}"
+    table = Table(title=f"vitcop · {escape(r.model)} · preset {escape(r.preset)}{method}", show_header=False, title_justify="left")
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
     if v.kind == "video":
@@ -46,13 +59,7 @@ def render(result: AskResult, console: Console) -> None:
     table.add_row("tokens", f"prompt {r.tokens.prompt} (visual {r.tokens.visual}), generated {r.tokens.generated}")
     p = r.pruning
     if p is not None:
-        table.add_row(
-            "visual tokens",
-            f"N {p.n_visual} → V {p.after_stage1} (stage I) → Rs {p.after_stage2} (layer {p.shallow_layer}) "
-            f"→ Rd {p.after_stage3} (layer {p.deep_layer})"
-            if p.shallow_layer is not None
-            else f"N {p.n_visual} (no pruning)",
-        )
+        table.add_row("visual tokens", _stages(p))
         table.add_row("layer-averaged", f"{p.layer_averaged_visual:,.1f} visual tokens ({p.layer_averaged_ratio:.3f} of N)")
         table.add_row(
             "LLM prefill FLOPs",
@@ -75,13 +82,13 @@ def render(result: AskResult, console: Console) -> None:
     table.add_row("device", f"{r.device} · {r.dtype} · {r.attn_implementation}")
     console.print(table)
     for w in r.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
 
 
 def render_presets(rows, console: Console, *, model: str | None, n_visual: int) -> None:
     """The ``vitcop presets`` table: each preset's ratios and the budgets at this depth and N."""
     depth = rows[0].n_layers if rows else 0
-    where = f"{model} ({depth} LLM layers)" if model else f"a {depth}-layer LLM"
+    where = f"{escape(model)} ({depth} LLM layers)" if model else f"a {depth}-layer LLM"
     table = Table(title=f"pruning presets for {where}, N = {n_visual} visual tokens", title_justify="left")
     for col in ("preset", "ratio", "vision keep", "V (stage I)", "Rs @ layer", "Rd @ layer", "layer-avg", "about"):
         table.add_column(col)

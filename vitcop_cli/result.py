@@ -55,6 +55,7 @@ class AskResult:
     model: str
     model_type: str
     preset: str
+    method: str
     device: str
     dtype: str
     attn_implementation: str

@@ -80,6 +80,8 @@ class FamilyAdapter:
     """Base class; one subclass per model family, registered by ``config.model_type``."""
 
     model_types: ClassVar[tuple[str, ...]] = ()
+    #: the LLM's ``apply_rotary_pos_emb(q, k, cos, sin)`` (set by each adapter from its modeling module)
+    rotary_fn: ClassVar = None
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -97,6 +99,14 @@ class FamilyAdapter:
     @property
     def vision_encoder(self) -> nn.Module:
         raise NotImplementedError
+
+    def apply_rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate x (b, heads, s, d) with the LLM's own rotary function; cos / sin (b, s, d)."""
+        return self.rotary_fn(x, x, cos, sin)[0]
+
+    def q_proj(self, layer: int) -> nn.Module:
+        """The module whose output is layer ``layer``'s queries, shape (b, S, H * head_dim)."""
+        return self.decoder_layers[layer].self_attn.q_proj
 
     def k_proj(self, layer: int) -> nn.Module:
         """The module whose output is layer ``layer``'s keys, shape (b, S, H_kv * head_dim)."""
@@ -123,6 +133,14 @@ class FamilyAdapter:
         """(b, S) bool: positions holding image or video placeholder tokens."""
         ids = torch.tensor(list(self.visual_token_ids().values()), device=input_ids.device)
         return torch.isin(input_ids, ids)
+
+    def prunable_positions(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """(N,) sorted positions of prunable visual tokens: placeholders minus structural ones."""
+        return (self.visual_mask(input_ids)[0] & ~self.structural_mask(inputs_embeds)).nonzero().flatten()
+
+    def structural_mask(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """(S,) bool: tokens inside visual spans that must never be pruned (none by default)."""
+        return torch.zeros(inputs_embeds.shape[1], dtype=torch.bool, device=inputs_embeds.device)
 
     def processor_kwargs(
         self, processor, kind: str, *, max_pixels: int | None, min_pixels: int | None

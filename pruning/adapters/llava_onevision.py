@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
 from ..saliency import pseudo_cls_attention
 from .base import EncoderRecord, FamilyAdapter, TokenView
@@ -29,6 +30,7 @@ from .base import EncoderRecord, FamilyAdapter, TokenView
 
 class LlavaOnevisionAdapter(FamilyAdapter):
     model_types = ("llava_onevision",)
+    rotary_fn = staticmethod(apply_rotary_pos_emb)  # the LLM is Qwen2
 
     @property
     def vision_encoder(self):
@@ -37,6 +39,11 @@ class LlavaOnevisionAdapter(FamilyAdapter):
     def visual_token_ids(self) -> dict[str, int]:
         cfg = self.model.config
         return {"image": cfg.image_token_id, "video": cfg.video_token_id}
+
+    def structural_mask(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """Image-newline rows: the model scatters its ``image_newline`` vector into the visual span."""
+        newline = self.model.model.image_newline.to(inputs_embeds.device, inputs_embeds.dtype)
+        return (inputs_embeds[0] == newline).all(-1)
 
     def processor_kwargs(self, processor, kind, *, max_pixels, min_pixels):
         warnings = []

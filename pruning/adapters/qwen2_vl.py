@@ -14,13 +14,14 @@ them keeps every surviving token at its original (t, h, w) position; ``rope_delt
 from __future__ import annotations
 
 import torch
-from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb, apply_rotary_pos_emb_vision
 
 from ..saliency import group_sum, pseudo_cls_attention
 from .base import EncoderRecord, FamilyAdapter, TokenView
 
 class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
+    rotary_fn = staticmethod(apply_rotary_pos_emb)  # M-RoPE sections are already folded into cos / sin
 
     @property
     def vision_encoder(self):
