@@ -3,7 +3,8 @@
 Mechanism only — which tokens survive is the method's business (:mod:`pruning.methods`). Nothing is
 copied from transformers and no class is patched: every effect comes from hooks that the handle
 registers on *this* model instance and removes again (``handle.remove()`` or ``with``). With an
-identity preset no hook is registered at all, so the model is untouched.
+identity preset only two observer hooks are registered (they read input ids and count the prunable
+visual tokens for the report, returning nothing), so the computation is untouched.
 
 - Entry (forward pre-hook on the language model, prefill only): the method picks the visual tokens
   that enter layer 0; the language model gets a shorter ``inputs_embeds`` with the *original*
@@ -85,7 +86,11 @@ class PruningHandle:
         self._extras: dict = {}
         self._in_prefill = False
         self._cuda = next(model.parameters()).device.type == "cuda"
-        if not self.method.is_identity:
+        self._n_observed: int | None = None  # identity: N seen at the last prefill (report only)
+        if self.method.is_identity:
+            self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
+            self._hooks.append(self.adapter.language_model.register_forward_pre_hook(self._observe, with_kwargs=True))
+        else:
             self._register()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -139,6 +144,12 @@ class PruningHandle:
         if cache is None or cache.get_seq_length() == 0:
             self._input_ids = kwargs.get("input_ids", args[0] if args else None)
             self._extras.update({k: kwargs[k] for k in EXTRA_INPUTS if kwargs.get(k) is not None})
+
+    def _observe(self, _module, _args, kwargs):
+        """Identity presets: count the prunable visual tokens for the report; change nothing."""
+        cache = kwargs.get("past_key_values")
+        if (cache is None or cache.get_seq_length() == 0) and self._input_ids is not None:
+            self._n_observed = self.adapter.prunable_positions(self._input_ids, kwargs["inputs_embeds"]).numel()
 
     def _catcher(self, store: dict, layer: int):
         def hook(_module, _args, output):
@@ -289,7 +300,7 @@ class PruningHandle:
         L, s = self.shape.layers, input_ids.shape[1]
         st = self.last
         if st is None:  # nothing was pruned (identity preset or no visual tokens)
-            n = int(self.adapter.visual_mask(input_ids).sum())
+            n = self._n_observed if self._n_observed is not None else int(self.adapter.visual_mask(input_ids).sum())
             seq, visual, stages = [s] * L, [n] * L, []
         else:
             n = st.n_visual

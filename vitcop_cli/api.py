@@ -382,7 +382,7 @@ def preset_table(*, model: str | None = None, n_visual: int = 4096, offline: boo
             raise InputError(str(exc)) from None
         rows.append(PresetRow(name, p.description, p.ratio, p.vision_keep, n_visual, n_layers, b.V, b.Rs, b.Rd,
                               b.shallow_layer, b.deep_layer, b.layer_averaged))
-    return rows
+    return sorted(rows, key=lambda r: -r.ratio)
 
 
 def _as_preset(preset: str | Preset) -> Preset:

@@ -86,16 +86,20 @@ def render(result: AskResult, console: Console) -> None:
 
 
 def render_presets(rows, console: Console, *, model: str | None, n_visual: int) -> None:
-    """The ``vitcop presets`` table: each preset's ratios and the budgets at this depth and N."""
+    """The ``vitcop presets`` table (each preset's ratios and budgets at this depth and N), then
+    one line per preset describing it — kept out of the table so it reads at 80 columns."""
     depth = rows[0].n_layers if rows else 0
     where = f"{escape(model)} ({depth} LLM layers)" if model else f"a {depth}-layer LLM"
-    table = Table(title=f"pruning presets for {where}, N = {n_visual} visual tokens", title_justify="left")
-    for col in ("preset", "ratio", "vision keep", "V (stage I)", "Rs @ layer", "Rd @ layer", "layer-avg", "about"):
-        table.add_column(col)
+    console.print(f"pruning presets for {where}, N = {n_visual} visual tokens", soft_wrap=True, highlight=False)
+    table = Table()
+    for col in ("preset", "ratio", "keep", "V", "Rs @ layer", "Rd @ layer", "layer avg (of N)"):
+        table.add_column(col, no_wrap=True)
     for r in rows:
         at = lambda n, layer: f"{n}" if layer is None else f"{n} @ {layer}"  # noqa: E731
         table.add_row(
             r.name, f"{r.ratio:.3f}", f"{r.vision_keep:.2f}", str(r.V), at(r.Rs, r.shallow_layer),
-            at(r.Rd, r.deep_layer), f"{r.layer_averaged:,.0f} ({r.layer_averaged / r.n_visual:.3f})", r.description,
+            at(r.Rd, r.deep_layer), f"{r.layer_averaged:,.0f} ({r.layer_averaged / r.n_visual:.3f})",
         )
     console.print(table)
+    for r in rows:
+        console.print(f"[bold]{r.name}[/]: {escape(r.description)}")

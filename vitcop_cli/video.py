@@ -23,20 +23,16 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import re
-import sys
-import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .decord_quiet import NO_VIDEO_STREAM, NativeStderr, decord_reason, log_captured, one_line
 from .errors import InputError
 
 __all__ = [
@@ -255,7 +251,7 @@ def _load_image(path: str) -> Visual:
             image = im.convert("RGB")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise InputError(
-            f"cannot read image {path}: {_one_line(str(exc)) or type(exc).__name__}; "
+            f"cannot read image {path}: {one_line(str(exc)) or type(exc).__name__}; "
             "check that it opens in an image viewer, or save it again as PNG/JPEG"
         ) from None
     width, height = image.size
@@ -288,14 +284,14 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
     import decord
 
     open_exc: BaseException | None = None
-    with _NativeStderr() as err:
+    with NativeStderr() as err:
         try:
             reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=_DECODE_THREADS)
         except Exception as exc:  # decord raises RuntimeError / DECORDError (a bare Exception)
             reader, open_exc = None, exc
     if reader is None:
-        reason = _decord_reason(err.text, open_exc)
-        if reason == _NO_VIDEO_STREAM:
+        reason = decord_reason(err.text, open_exc)
+        if reason == NO_VIDEO_STREAM:
             raise InputError(
                 f"{path} contains no video stream (audio only, or an empty container); give a file with video"
             ) from None
@@ -303,7 +299,7 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
             f"cannot read video {path}: not a valid video file, or it is corrupt or truncated ({reason}); "
             "check that it plays in a media player, or re-encode it (e.g. to H.264 MP4)"
         ) from None
-    _log_captured(path, err.text)
+    log_captured(path, err.text)
 
     total = len(reader)
     if total <= 0:
@@ -317,7 +313,7 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
 
     indices = sample_indices(total, avg_fps, fps=fps, frames=frames, max_frames=max_frames)
 
-    with _NativeStderr() as err:
+    with NativeStderr() as err:
         try:
             batch = reader.get_batch(indices).asnumpy()
             decode_exc = None
@@ -325,10 +321,10 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
             batch, decode_exc = None, exc
     if batch is None:
         raise InputError(
-            f"cannot decode video {path}: the file is corrupt or truncated ({_decord_reason(err.text, decode_exc)}); "
+            f"cannot decode video {path}: the file is corrupt or truncated ({decord_reason(err.text, decode_exc)}); "
             "re-encode it or get a fresh copy"
         ) from None
-    _log_captured(path, err.text)
+    log_captured(path, err.text)
 
     timestamps = _timestamps(reader, indices, avg_fps, duration)
     del reader
@@ -375,7 +371,7 @@ def _finite_positive(x) -> float | None:
 
 def _pts_duration(reader, total: int) -> float | None:
     """End time of the last frame from the container's timestamps, if they look sane."""
-    with _NativeStderr():
+    with NativeStderr():
         ts = _safe(reader.get_frame_timestamp, [0, total - 1])
     if ts is None:
         return None
@@ -394,7 +390,7 @@ def _timestamps(reader, indices: list[int], avg_fps: float | None, duration: flo
     decord's presentation timestamps are used when they are finite, strictly increasing and fall
     within the clip (this handles variable frame rate); otherwise ``index / avg_fps``.
     """
-    with _NativeStderr():
+    with NativeStderr():
         ts = _safe(reader.get_frame_timestamp, [0, *indices])
     if ts is not None:
         try:
@@ -415,102 +411,3 @@ def _timestamps(reader, indices: list[int], avg_fps: float | None, duration: flo
     if avg_fps:
         return [round(i / avg_fps, 6) for i in indices]
     return [0.0 for _ in indices]
-
-
-_NO_VIDEO_STREAM = "no video stream"
-_LOCATION_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
-_SOURCE_PREFIX = re.compile(r"^\S+\.(cc|h|cpp|c):\d+:\s*")
-
-
-def _clean_line(line: str) -> str:
-    line = line.strip()
-    for _ in range(4):
-        new = _SOURCE_PREFIX.sub("", _LOCATION_PREFIX.sub("", line)).strip()
-        if new == line:
-            break
-        line = new
-    return line
-
-
-def _one_line(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split()).rstrip(".")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _decord_reason(captured: str, exc: BaseException | None) -> str:
-    """A short, single-line reason from decord's / FFmpeg's output."""
-    lines = [_clean_line(line) for line in captured.splitlines()]
-    lines = [line for line in lines if line]
-    messages = lines + [_clean_line(line) for line in str(exc or "").splitlines()]
-    for msg in messages:
-        if "cannot find video stream" in msg:
-            return _NO_VIDEO_STREAM
-    for msg in messages:
-        if "moov atom not found" in msg:
-            return "moov atom not found"
-    for msg in messages:
-        # decord: "ERROR opening: <path>, Invalid data found when processing input"
-        m = re.search(r"ERROR opening: .*, ([^,]+)$", msg)
-        if m:
-            return _one_line(m.group(1).strip())
-    if lines:
-        return _one_line(lines[0])
-    text = _one_line(" ".join(messages)) if messages else ""
-    return text or (type(exc).__name__ if exc else "unknown error")
-
-
-def _log_captured(path: str, text: str) -> None:
-    if text.strip():
-        log.debug("decord/FFmpeg output while reading %s:\n%s", path, text.rstrip())
-
-
-_STDERR_LOCK = threading.RLock()
-
-
-class _NativeStderr:
-    """Context manager: redirect file descriptor 2 into a temporary file; ``.text`` holds it after.
-
-    FFmpeg (inside decord) logs with ``fprintf(stderr, ...)`` and decord's C++ code logs to
-    ``std::cerr``; neither goes through ``sys.stderr``, so only an fd-level redirect silences them.
-    Falls back to doing nothing when fd 2 cannot be duplicated (e.g. no stderr at all).
-    """
-
-    def __init__(self) -> None:
-        self.text = ""
-        self._saved: int | None = None
-        self._tmp = None
-
-    def __enter__(self) -> "_NativeStderr":
-        _STDERR_LOCK.acquire()
-        try:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            self._tmp = tempfile.TemporaryFile(mode="w+b")
-            self._saved = os.dup(2)
-            os.dup2(self._tmp.fileno(), 2)
-        except Exception:
-            self._restore()
-        return self
-
-    def _restore(self) -> None:
-        if self._saved is not None:
-            with contextlib.suppress(OSError):
-                os.dup2(self._saved, 2)
-            with contextlib.suppress(OSError):
-                os.close(self._saved)
-            self._saved = None
-
-    def __exit__(self, *exc_info) -> None:
-        try:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            self._restore()
-            if self._tmp is not None:
-                with contextlib.suppress(Exception):
-                    self._tmp.seek(0)
-                    self.text = self._tmp.read().decode("utf-8", "replace")
-                with contextlib.suppress(Exception):
-                    self._tmp.close()
-                self._tmp = None
-        finally:
-            _STDERR_LOCK.release()
