@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from ..baselines import evenly_spaced, last_query_attention, max_min_diverse, single_cut_budget
 from .base import EntryContext, LayerChoice, LayerContext, Method
-
-
-def _pure():  # TEMP: lazy until pruning/baselines.py lands
-    from .. import baselines
-
-    return baselines
 
 
 class _BeforeLLM(Method):
@@ -28,7 +23,7 @@ class _BeforeLLM(Method):
 
     def enter(self, ctx: EntryContext) -> torch.Tensor:
         n = ctx.visual_positions.numel()
-        r = _pure().single_cut_budget(n, self.shape.layers, self.preset.ratio, cut_layer=0)
+        r = single_cut_budget(n, self.shape.layers, self.preset.ratio, cut_layer=0)
         return self.choose(ctx, r) if r < n else torch.arange(n, device=ctx.visual_positions.device)
 
     def choose(self, ctx: EntryContext, r: int) -> torch.Tensor:
@@ -40,7 +35,7 @@ class UniformMethod(_BeforeLLM):
     description = "keep evenly spaced visual tokens before the LLM (sanity floor)"
 
     def choose(self, ctx, r):
-        return _pure().evenly_spaced(ctx.visual_positions.numel(), r).to(ctx.visual_positions.device)
+        return evenly_spaced(ctx.visual_positions.numel(), r).to(ctx.visual_positions.device)
 
 
 class DivPruneMethod(_BeforeLLM):
@@ -49,7 +44,7 @@ class DivPruneMethod(_BeforeLLM):
 
     def choose(self, ctx, r):
         features = ctx.inputs_embeds[0, ctx.visual_positions.to(ctx.inputs_embeds.device)]
-        return _pure().max_min_diverse(features, r).to(ctx.visual_positions.device)
+        return max_min_diverse(features, r).to(ctx.visual_positions.device)
 
 
 class FastVMethod(Method):
@@ -67,7 +62,7 @@ class FastVMethod(Method):
 
     def enter(self, ctx: EntryContext) -> torch.Tensor:
         n = ctx.visual_positions.numel()
-        self.budget = _pure().single_cut_budget(n, self.shape.layers, self.preset.ratio, cut_layer=self.k)
+        self.budget = single_cut_budget(n, self.shape.layers, self.preset.ratio, cut_layer=self.k)
         return torch.arange(n, device=ctx.visual_positions.device)
 
     def at_layer(self, layer: int, ctx: LayerContext) -> LayerChoice | None:
@@ -81,7 +76,7 @@ class FastVMethod(Method):
         cos, sin = ctx.rope[src]
         q = self.adapter.apply_rope(q[None, :, None], cos[:, -1:], sin[:, -1:])[0, :, 0]  # (H, d)
         k = self.adapter.apply_rope(k.transpose(0, 1)[None], cos, sin)[0]  # (H_kv, S, d)
-        scores = _pure().last_query_attention(q, k)
+        scores = last_query_attention(q, k)
         vis = ctx.visual.nonzero().flatten().to(scores.device)
         order = torch.sort(scores[vis], descending=True, stable=True).indices  # ties: lower index
         return LayerChoice(keep=torch.sort(order[: self.budget]).values)
