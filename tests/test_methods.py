@@ -13,7 +13,7 @@ import torch
 import pruning
 from pruning.baselines import evenly_spaced, single_cut_budget
 from pruning.presets import load_preset
-from tests.test_oracles import KeyMask, _greedy  # the masked-key reference and greedy helper
+from tests.test_oracles import _greedy, assert_matches_masked_reference
 from vitcop_cli import api
 from vitcop_cli.video import load_visual
 
@@ -71,17 +71,7 @@ def test_dropping_equals_masking(runs, family, method):
         tokens, scores = _greedy(model, inputs)
         state = handle.last
     start = handle.method.prune_layers[0] if handle.method.prune_layers else 0
-    seen = set(state.kept_orig[state.cached(start)].tolist())
-    visual = session.adapter.visual_mask(inputs["input_ids"])[0].nonzero().flatten().tolist()
-    dropped = torch.tensor([i for i in visual if i not in seen])
-    assert dropped.numel() > 0
-    reference = KeyMask(model, session.adapter, dropped, start)
-    try:
-        ref_tokens, ref_scores = _greedy(model, inputs)
-    finally:
-        reference.remove()
-    assert torch.equal(tokens, ref_tokens)
-    torch.testing.assert_close(scores, ref_scores, atol=1e-4, rtol=0)
+    assert_matches_masked_reference(session, inputs, state, start, tokens, scores)
 
 
 def test_uniform_keeps_evenly_spaced_visual_tokens(runs):

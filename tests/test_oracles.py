@@ -125,19 +125,25 @@ def test_dropping_equals_masking(loaded, prepared, key, preset):
         tokens, scores = _greedy(model, inputs)
         state = handle.last
     budget_layers = preset.budgets(state.n_visual, session.adapter.lm_shape().layers)
-    start = budget_layers.deep_layer if preset is DEEP_ONLY else 0
-    seen = set(state.kept_orig[state.cached(start)].tolist())
-    visual = session.adapter.visual_mask(inputs["input_ids"])[0]
-    dropped = torch.tensor([i for i in visual.nonzero().flatten().tolist() if i not in seen])
-    assert dropped.numel() > 0
     (_, v), (_, rs), (_, rd) = state.stages
     if preset is DEEP_ONLY:
         assert v == rs == state.n_visual > rd
     else:
         assert v < state.n_visual and rd == rs == v
-    reference = KeyMask(model, session.adapter, dropped, start)
+    start = budget_layers.deep_layer if preset is DEEP_ONLY else 0
+    assert_matches_masked_reference(session, inputs, state, start, tokens, scores)
+
+
+def assert_matches_masked_reference(session, inputs, state, start: int, tokens, scores) -> None:
+    """The pruned run's greedy tokens / logits equal an unpruned run that masks, from layer
+    ``start`` on, the keys of every visual token that layer ``start`` no longer saw."""
+    seen = set(state.kept_orig[state.cached(start)].tolist())
+    visual = session.adapter.visual_mask(inputs["input_ids"])[0].nonzero().flatten().tolist()
+    dropped = torch.tensor([i for i in visual if i not in seen])
+    assert dropped.numel() > 0
+    reference = KeyMask(session.model, session.adapter, dropped, start)
     try:
-        ref_tokens, ref_scores = _greedy(model, inputs)
+        ref_tokens, ref_scores = _greedy(session.model, inputs)
     finally:
         reference.remove()
     assert torch.equal(tokens, ref_tokens)
