@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from vitcop_cli import video as video_mod
 from vitcop_cli.errors import InputError, VitcopError
 from vitcop_cli.video import (
     IMAGE_EXTENSIONS,

@@ -63,7 +63,7 @@ def ask(
     method: str = typer.Option(
         "vitcop", "--method", help="Pruning method: vitcop, or a baseline (fastv, divprune, uniform) at the same ratio."
     ),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip [default: 2.0]."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip \\[default: 2.0]."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Sample exactly N frames (instead of --fps)."),
     max_frames: int = typer.Option(768, "--max-frames", help="Upper bound on sampled frames."),
     max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Per-frame pixel cap (Qwen2-VL)."),
@@ -85,21 +85,13 @@ def ask(
     """Answer QUESTION about VIDEO; the answer goes to stdout, the cost report to stderr."""
     _state["debug"] = debug
     try:
-        if fps is not None and frames is not None:
-            raise InputError("--fps and --frames are mutually exclusive; give one of them")
-        if frames is not None and frames < 1:
-            raise InputError("--frames must be at least 1")
-        if fps is not None and fps <= 0:
-            raise InputError("--fps must be positive")
-        if max_frames < 1:
-            raise InputError("--max-frames must be at least 1")
-        if top_p is not None and temperature == 0:
-            raise InputError("--top-p needs --temperature > 0 (temperature 0 is greedy decoding)")
-        from . import api, report, video as video_mod
+        from . import api, options, report, video as video_mod
 
-        video_mod.check_path(str(video))  # fail fast, before loading a model
-        api.check_preset(preset)
-        api.check_method(method)
+        options.check_run_options(  # fail fast, before loading a model
+            [preset], [method], fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+            min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        )
+        video_mod.check_path(str(video))
         api.quiet_library_logs(debug)
         with err.status(f"loading {escape(model)} …", spinner="dots") if not json_out else nullcontext():
             session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
@@ -153,6 +145,114 @@ def presets_cmd(
         _fail(exc)
 
 
+@app.command("batch")
+def batch_cmd(
+    input: Path = typer.Argument(  # noqa: A002 - named for the usage line
+        ..., help="A folder (searched recursively for videos and images) or a JSONL questions file."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="JSONL file the results are appended to; run again with the same --out to resume."
+    ),
+    question: Optional[list[str]] = typer.Option(
+        None, "--question", "-q", metavar="TEXT",
+        help="With a folder: the question asked about every clip (repeat for several).",
+    ),
+    presets: str = typer.Option(
+        "1_3", "--presets", "-p", help="Comma-separated pruning presets, each item runs under each: e.g. none,1_3,1_9."
+    ),
+    methods: str = typer.Option("vitcop", "--methods", help="Comma-separated methods: vitcop, fastv, divprune, uniform."),
+    model: str = typer.Option("Qwen/Qwen2-VL-2B-Instruct", "--model", "-m", help="Hugging Face id or local folder."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip \\[default: 2.0]."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Sample exactly N frames (instead of --fps)."),
+    max_frames: int = typer.Option(768, "--max-frames", help="Upper bound on sampled frames."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Per-frame pixel cap (Qwen2-VL)."),
+    min_pixels: Optional[int] = typer.Option(None, "--min-pixels", help="Per-frame pixel floor (Qwen2-VL)."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest answer, in tokens."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (deterministic)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling (with --temperature > 0)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    attn: str = typer.Option("auto", "--attn", help="auto, sdpa, eager, flash_attention_2."),
+    prefetch: bool = typer.Option(
+        True, "--prefetch/--no-prefetch", help="Decode and preprocess the next clip while the current one generates."
+    ),
+    skip_failed: bool = typer.Option(
+        False, "--skip-failed", help="On resume, leave items that failed before alone (default: retry them)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout (no table)."),
+    offline: bool = typer.Option(False, "--offline", help="Never download: local files / cache only."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+) -> None:
+    """Ask about every clip of a folder (--question) or every line of a JSONL file; one JSON line per result.
+
+    JSONL lines: {"video": path relative to the file, "question": ..., "id"?, "options"?: [...], "answer"?}.
+    With options, the model gets a multiple-choice prompt and its letter is scored against "answer".
+
+    Each result is appended and synced as soon as it is known. After a crash or Ctrl-C, run the same
+    command again: results already in --out are skipped, failed ones are retried (unless --skip-failed).
+
+    Ends with a summary per method and preset. Exit status: 0 all answered, 1 some failed, 2 usage error.
+    """
+    _state["debug"] = debug
+    try:
+        import json
+
+        from . import api, batch, batch_view
+
+        if fps is not None and frames is not None:
+            raise InputError("--fps and --frames are mutually exclusive; give one of them")
+        if not input.exists():
+            raise InputError(f"input not found: {input}; give a folder or a JSONL questions file")
+        preset_list, method_list = presets.split(","), methods.split(",")
+        batch.check_run_options(
+            preset_list, method_list, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+            min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        )
+        if input.is_dir():
+            items = batch.items_from_folder(input, question or [])
+        else:
+            from .video import is_media_file
+
+            if is_media_file(input):
+                raise InputError(
+                    f"{input} is a single clip; give a folder of clips or a JSONL questions file (or use `vitcop ask`)"
+                )
+            if question:
+                raise InputError("--question is for folders; a JSONL file carries a question on every line")
+            items = batch.items_from_jsonl(input)
+        batch.check_out_path(out, input)
+        api.quiet_library_logs(debug)
+        with batch_view.BatchConsole() as console:
+            with console.status(f"loading {escape(model)} …", spinner="dots"):
+                session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
+            try:
+                summary = batch_view.run_with_progress(
+                    console, session, items, out, debug=debug, presets=preset_list, methods=method_list, fps=fps, frames=frames,
+                    max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels, system=system,
+                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, prefetch=prefetch,
+                    retry_failed=not skip_failed,
+                )
+            except batch.BatchInterrupted as exc:
+                s = exc.summary
+                console.print(
+                    f"[bold red]interrupted[/]: {s.ok + s.failed} result{'s' if s.ok + s.failed != 1 else ''} written "
+                    f"to {escape(str(out))} this run; run the same command again to resume",
+                    highlight=False, soft_wrap=True,
+                )
+                raise typer.Exit(130)
+            if json_out:
+                print(json.dumps(summary.to_dict(), indent=2))
+            else:
+                batch_view.render_summary(summary, Console())
+            batch_view.render_notes(summary, console)
+        raise typer.Exit(summary.exit_code)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
+        if isinstance(exc, typer.Exit):
+            raise
+        _fail(exc)
+
+
 @app.command("methods")
 def methods_cmd() -> None:
     """List the pruning methods (`--method`); baselines take the preset's layer-averaged ratio."""
@@ -199,6 +299,116 @@ def make_model_cmd(
             raise
         _fail(exc)
     err.print(f"wrote {family} ({size}) random-weight checkpoint to {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+@app.command("profile")
+def profile_cmd(
+    video: Path = typer.Argument(..., help="A video file (or an image) to profile on."),
+    question: str = typer.Option(
+        "Describe what happens in the video.", "--question", "-q", help="The question asked (greedy answer)."
+    ),
+    presets: str = typer.Option(
+        "none,1_3,2_9,1_9", "--presets",
+        help="Comma-separated presets (names or YAML files); `none` is always measured.",
+    ),
+    methods: str = typer.Option(
+        "vitcop", "--methods", help="Comma-separated methods: vitcop, fastv, divprune, uniform."
+    ),
+    repeat: int = typer.Option(3, "--repeat", help="Measured runs per (method, preset); medians are reported."),
+    warmup: int = typer.Option(1, "--warmup", help="Unmeasured warm-up runs per (method, preset)."),
+    model: str = typer.Option("Qwen/Qwen2-VL-2B-Instruct", "--model", "-m", help="Hugging Face id or local folder."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip (default 2.0)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Sample exactly N frames (instead of --fps)."),
+    max_frames: int = typer.Option(768, "--max-frames", help="Upper bound on sampled frames."),
+    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Per-frame pixel cap (Qwen2-VL)."),
+    min_pixels: Optional[int] = typer.Option(None, "--min-pixels", help="Per-frame pixel floor (Qwen2-VL)."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Longest answer, in tokens (greedy)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."
+    ),
+    attn: str = typer.Option("auto", "--attn", help="auto, sdpa, eager, flash_attention_2."),
+    json_out: bool = typer.Option(False, "--json", help="Print the profile as one JSON object on stdout (no table)."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV line per (method, preset) here."),
+    plot_path: Optional[Path] = typer.Option(
+        None, "--plot",
+        help="Also draw speed-up and memory ratio vs layer-averaged ratio (.png/.svg/.pdf; needs matplotlib).",
+    ),
+    offline: bool = typer.Option(False, "--offline", help="Never download: local files / cache only."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+) -> None:
+    """Time every (method, preset) on one clip: load and prepare once, warm up, then interleaved repeats.
+
+    Table on stdout: visual tokens, prefill / TTFT medians (min–max), decode speed, FLOPs, speed-up vs none.
+    """
+    _state["debug"] = debug
+    try:
+        if repeat < 1:
+            raise InputError("--repeat must be at least 1")
+        if warmup < 0:
+            raise InputError("--warmup must be >= 0")
+        if not question.strip():
+            raise InputError("the question is empty")
+        preset_list = [p.strip() for p in presets.split(",") if p.strip()]
+        method_list = [m.strip() for m in methods.split(",") if m.strip()]
+        import time
+
+        from . import api, options, profile as prof, profile_view, video as video_mod
+
+        options.check_run_options(  # fail fast, before loading a model
+            preset_list, method_list, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+            min_pixels=min_pixels, max_new_tokens=max_new_tokens,
+        )
+        video_mod.check_path(str(video))
+        if plot_path is not None:
+            from .plot import check_plot_path
+
+            check_plot_path(plot_path)
+        if csv_path is not None and (csv_path.is_dir() or not csv_path.parent.is_dir()):
+            raise InputError(f"--csv {csv_path}: " + (
+                "is a folder; give a file name" if csv_path.is_dir() else f"folder {csv_path.parent} does not exist"))
+        api.quiet_library_logs(debug)
+        with err.status(f"loading {escape(model)} …", spinner="dots"):
+            session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
+            started = time.perf_counter()
+            visual = video_mod.load_visual(video, fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames)
+            decode_s = time.perf_counter() - started
+            prepared = session.prepare(visual, question, max_pixels=max_pixels, min_pixels=min_pixels)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import TimeRemainingColumn
+
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+        ) as bar:
+            task = bar.add_task("profiling", total=None)
+
+            def on_progress(done, total, slot):
+                what = "done" if slot is None else (
+                    f"{'warm-up' if slot.warmup else f'repeat {slot.round - warmup + 1}/{repeat}'} · "
+                    f"{'none (baseline)' if slot.method == prof.BASELINE else f'{slot.method} {slot.preset}'}"
+                )
+                bar.update(task, completed=done, total=total, description=escape(what))
+
+            result = prof.run_profile(
+                session, prepared, preset_list, method_list, repeat=repeat, warmup=warmup,
+                max_new_tokens=max_new_tokens, on_progress=on_progress, video_decode_s=decode_s,
+            )
+        if json_out:  # the result first: a file that cannot be written must not lose the measurements
+            print(prof.to_json(result), flush=True)
+        else:
+            profile_view.render_profile(result, Console())
+        for what, path, write in (("CSV", csv_path, prof.to_csv), ("plot", plot_path, profile_view.write_plot)):
+            if path is not None:
+                try:
+                    write(result, path)
+                except OSError as exc:
+                    raise InputError(f"cannot write the {what} to {path}: {exc.strerror or exc}") from None
+                err.print(f"wrote the {what} to {escape(str(path))}", highlight=False, soft_wrap=True)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
+        if isinstance(exc, typer.Exit):
+            raise
+        _fail(exc)
 
 
 def _write_stdout(text: str) -> None:

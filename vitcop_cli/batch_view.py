@@ -1,0 +1,147 @@
+"""Rendering for ``vitcop batch``: the stderr console, the progress bar, the summary table, closing notes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+
+class BatchConsole:
+    """A stderr console on a duplicate of file descriptor 2.
+
+    While decord decodes (in the prefetch thread) fd 2 is redirected into a temporary file to catch
+    FFmpeg's chatter; a console writing to ``sys.stderr`` would lose progress-bar frames into it.
+    Falls back to the usual ``err`` console when stderr is not fd 2 (e.g. under a test runner).
+    """
+
+    def __enter__(self) -> Console:
+        self._stream = None
+        try:
+            if sys.stderr.fileno() == 2:
+                self._stream = os.fdopen(
+                    os.dup(2), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                    errors="replace",
+                )
+        except (AttributeError, OSError, ValueError):
+            self._stream = None
+        return Console(stderr=True) if self._stream is None else Console(file=self._stream)
+
+    def __exit__(self, *exc_info) -> bool:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except OSError:
+                pass
+        return False
+
+
+def run_with_progress(console: Console, session, items, out: Path, *, debug: bool = False, **options):
+    """``batch.run_batch`` under a rich progress bar (done / total, failures, elapsed, ETA, throughput)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    from . import batch
+
+    class Throughput(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            if not speed:
+                return Text("-/s", style="progress.data.speed")
+            shown = f"{speed:.2f} results/s" if speed >= 1 else f"{1 / speed:.1f} s/result"
+            return Text(shown, style="progress.data.speed")
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed[/]"), TimeElapsedColumn(), TextColumn("eta"),
+        TimeRemainingColumn(), Throughput(), console=console, transient=True,
+    ) as bar:
+        task = bar.add_task("batch", total=None, failed=0)
+
+        def on_progress(ev: "batch.BatchProgress") -> None:
+            if ev.item is None:
+                if ev.skipped or ev.skipped_failed:
+                    failed_note = f", {ev.skipped_failed} earlier failure(s) left alone" if ev.skipped_failed else ""
+                    bar.console.print(
+                        f"resuming {escape(str(out))}: {ev.skipped} result(s) already there{failed_note}; "
+                        f"{ev.total} to run",
+                        highlight=False, soft_wrap=True,
+                    )
+                bar.update(task, total=ev.total, completed=0, failed=0)
+                return
+            name = Path(ev.item.video).name
+            if ev.error is not None:
+                bar.console.print(
+                    f"[yellow]failed[/] {escape(str(ev.item.id))} ({escape(ev.method)} {escape(ev.preset)}): "
+                    f"{escape(ev.error)}",
+                    highlight=False, soft_wrap=True,
+                )
+                if debug and ev.exception is not None:
+                    from rich.traceback import Traceback
+
+                    bar.console.print(
+                        Traceback.from_exception(type(ev.exception), ev.exception, ev.exception.__traceback__)
+                    )
+            what = f"{ev.method} {ev.preset}" if len(options["methods"]) > 1 else ev.preset
+            bar.update(task, completed=ev.done, failed=ev.failed, description=escape(f"{name} · {what}"))
+
+        return batch.run_batch(session, items, out, on_progress=on_progress, **options)
+
+
+def render_summary(summary, console: Console) -> None:
+    """The ``vitcop batch`` summary: one row per (method, preset), plus a total row when there are several."""
+    from rich.table import Table
+
+    several = len(summary.groups) > 1
+    show_method = len({g.method for g in summary.groups}) > 1 or summary.groups[0].method != "vitcop"
+    title = f"vitcop batch · {escape(summary.model)} · {summary.items} item{'s' if summary.items != 1 else ''}"
+    table = Table(title=title, title_justify="left")
+    columns = [("method", "left")] if show_method else []
+    columns += [
+        ("preset", "left"), ("ok", "right"), ("failed", "right"), ("skipped\n(done)", "right"),
+        ("accuracy", "right"), ("latency s\nmean / p95", "right"), ("visual tokens\nN → kept (ratio)", "right"),
+    ]
+    for col, justify in columns:
+        table.add_column(col, justify=justify)
+    rows = list(summary.groups) + ([summary.overall] if several else [])
+    for i, g in enumerate(rows):
+        accuracy = "-" if g.accuracy is None else f"{g.accuracy:.3f} ({g.correct}/{g.scored})"
+        failed = str(g.failed) + (f" (+{g.skipped_failed} old)" if g.skipped_failed else "")
+        latency = "-" if g.latency_mean_s is None else f"{g.latency_mean_s:.3f} / {g.latency_p95_s:.3f}"
+        tokens = (
+            "-" if g.visual_kept_mean is None
+            else f"{g.visual_tokens_mean:.0f} → {g.visual_kept_mean:.1f} ({g.kept_ratio_mean:.3f})"
+            if g.visual_tokens_mean is not None and g.kept_ratio_mean is not None
+            else f"{g.visual_kept_mean:.1f}"
+        )
+        cells = [escape(g.method)] if show_method else []
+        cells += [
+            escape(g.preset), str(g.ok), f"[red]{failed}[/]" if g.failed else failed, str(g.skipped), accuracy,
+            latency, tokens,
+        ]
+        table.add_row(*cells, end_section=several and i == len(summary.groups) - 1)
+    console.print(table)
+
+
+def render_notes(summary, console: Console) -> None:
+    """Closing lines: results written, throughput, repeats, torn line cut, failures."""
+    rate = summary.ok + summary.failed
+    notes = [
+        f"{rate} result{'s' if rate != 1 else ''} in {summary.wall_s:.1f} s"
+        + (f" ({rate / summary.wall_s:.2f}/s)" if rate and summary.wall_s > 0 else "")
+        + f"; results in {escape(summary.out)}"
+    ]
+    if summary.duplicates:
+        notes.append(f"{summary.duplicates} input item(s) repeat an earlier (video, question) and were run once")
+    if summary.torn_bytes:
+        notes.append(f"cut off a torn last line ({summary.torn_bytes} bytes) left by an interrupted run")
+    if summary.skipped_failed:
+        notes.append(f"[yellow]{summary.skipped_failed} earlier failure(s) left alone (--skip-failed)[/]")
+    if summary.failed:
+        notes.append(f"[yellow]{summary.failed} failed[/]: see the \"error\" field of their lines; run again to retry")
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
