@@ -75,7 +75,7 @@ class PruningHandle:
         self.adapter = adapter_for(model)
         self.shape = self.adapter.lm_shape()
         self.method = method_class(method)(preset, self.adapter, self.shape)
-        self.seconds = 0.0  # wall time spent inside pruning work, summed over calls
+        self.seconds = 0.0  # wall time spent inside pruning work (encoder scoring included), summed
         self.last: PrefillState | None = None
         self._hooks: list = []
         self._records: list = []
@@ -117,10 +117,20 @@ class PruningHandle:
             torch.cuda.synchronize()
         return time.perf_counter()
 
+    def _timed(self, fn):
+        """Wrap a hook so the time it takes counts in ``self.seconds`` (pruning overhead)."""
+        def wrapper(*args, **kwargs):
+            started = self._now()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += self._now() - started
+        return wrapper
+
     def _register(self) -> None:
         ad, m = self.adapter, self.method
         if m.needs_encoder_capture:
-            self._hooks += ad.attach_encoder_capture(self._records)
+            self._hooks += ad.attach_encoder_capture(self._records, timed=self._timed)
         self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
         self._hooks.append(ad.language_model.register_forward_pre_hook(self._on_lm_start, with_kwargs=True))
         self._hooks.append(ad.language_model.register_forward_hook(self._on_lm_end))

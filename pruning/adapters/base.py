@@ -149,10 +149,11 @@ class FamilyAdapter:
         return {}, []
 
     # ---- Stage I -------------------------------------------------------------------------
-    def attach_encoder_capture(self, records: list[EncoderRecord]) -> list:
+    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
         """Register hooks that append one :class:`EncoderRecord` per vision-encoder call.
 
-        Returns the hook handles (the caller removes them)."""
+        ``timed`` wraps the hooks that do scoring work, so the caller can count their time as pruning
+        overhead. Returns the hook handles (the caller removes them)."""
         raise NotImplementedError
 
     def form_tokens(self, record: EncoderRecord, modality: str, extras: dict) -> TokenView:

@@ -62,7 +62,7 @@ class LlavaOnevisionAdapter(FamilyAdapter):
         # hidden_states has len(layers) + 1 entries; entry k is the output of layer k - 1.
         return layers[feature_layer % (len(layers) + 1) - 1].self_attn
 
-    def attach_encoder_capture(self, records: list[EncoderRecord]) -> list:
+    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
         attn = self._saliency_block()
         pending: dict = {}
 
@@ -78,7 +78,7 @@ class LlavaOnevisionAdapter(FamilyAdapter):
             scores = pseudo_cls_attention(split(q), split(k), frame_of_patch, scale=attn.scale).reshape(b, p, 1)
             records.append(EncoderRecord({"channels": torch.cat([scores, k.float()], dim=-1)}))  # (B, P, 1 + D)
 
-        return [attn.q_proj.register_forward_hook(on_q), attn.k_proj.register_forward_hook(on_k)]
+        return [attn.q_proj.register_forward_hook(on_q), attn.k_proj.register_forward_hook(timed(on_k))]
 
     def form_tokens(self, record: EncoderRecord, modality: str, extras: dict) -> TokenView:
         channels = record.payload["channels"]

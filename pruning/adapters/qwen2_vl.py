@@ -43,7 +43,7 @@ class Qwen2VLAdapter(FamilyAdapter):
         return {f"{kind}s_kwargs": kwargs}, []
 
     # ---- Stage I -------------------------------------------------------------------------
-    def attach_encoder_capture(self, records: list[EncoderRecord]) -> list:
+    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
         visual = self.vision_encoder
         block = visual.blocks[-1].attn
         merge = visual.spatial_merge_size
@@ -80,7 +80,7 @@ class Qwen2VLAdapter(FamilyAdapter):
         return [
             visual.register_forward_pre_hook(on_visual, with_kwargs=True),
             block.register_forward_pre_hook(on_attn, with_kwargs=True),
-            block.qkv.register_forward_hook(on_qkv),
+            block.qkv.register_forward_hook(timed(on_qkv)),
         ]
 
     def form_tokens(self, record: EncoderRecord, modality: str, extras: dict) -> TokenView:
