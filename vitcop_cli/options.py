@@ -16,10 +16,11 @@ from typing import Iterable, Sequence
 
 from .errors import InputError
 
-__all__ = ["check_run_options"]
+__all__ = ["check_run_options", "unique_names"]
 
 
-def _unique(xs: Iterable[str]) -> list[str]:
+def unique_names(xs: Iterable[str]) -> list[str]:
+    """Names in first-seen order, blanks stripped, empty entries and repeats dropped."""
     out: list[str] = []
     for x in xs:
         x = x.strip()
@@ -44,7 +45,7 @@ def check_run_options(
     """(loaded presets, methods), de-duplicated in order; :class:`InputError` for any bad option."""
     from . import api
 
-    preset_names, method_names = _unique(presets), _unique(methods)
+    preset_names, method_names = unique_names(presets), unique_names(methods)
     if not preset_names:
         raise InputError("--presets is empty; give comma-separated presets, e.g. none,1_3,1_9")
     if not method_names:

@@ -33,7 +33,9 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, Sequence, TextIO
+from typing import Callable, NamedTuple, Sequence, TextIO
+
+from .options import check_run_options, unique_names
 
 BASELINE = "none"
 DEFAULT_PRESETS = ("none", "1_3", "2_9", "1_9")
@@ -158,15 +160,11 @@ class ProfileResult:
 
 
 # ---- schedule ------------------------------------------------------------------------------
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
 def entries(methods: Sequence[str], presets: Sequence[str]) -> list[tuple[str, str]]:
     """(method, preset) of every row, in the fixed order: the baseline first, then presets x methods
     (methods inner, so rows at the same budget sit together)."""
-    pruned = [p for p in _unique(presets) if p != BASELINE]
-    return [(BASELINE, BASELINE)] + [(m, p) for p in pruned for m in _unique(methods)]
+    pruned = [p for p in unique_names(presets) if p != BASELINE]
+    return [(BASELINE, BASELINE)] + [(m, p) for p in pruned for m in unique_names(methods)]
 
 
 def run_order(methods: Sequence[str], presets: Sequence[str], repeat: int, warmup: int = 0) -> list[RunSlot]:
@@ -209,15 +207,8 @@ def run_profile(
         raise InputError("--repeat must be at least 1")
     if warmup < 0:
         raise InputError("--warmup must be >= 0")
-    if max_new_tokens < 1:
-        raise InputError("--max-new-tokens must be at least 1")
-    methods, presets = _unique(methods), _unique(presets)
-    if not methods:
-        raise InputError("--methods is empty; give at least one of " + ", ".join(n for n, _ in api.list_methods()))
-    if not presets:
-        raise InputError("--presets is empty; give at least one preset (e.g. none,1_3)")
-    for m in methods:
-        api.check_method(m)
+    methods, presets = unique_names(methods), unique_names(presets)
+    check_run_options(presets, methods, max_new_tokens=max_new_tokens)
     loaded = {p: api.check_preset(p) for p in [BASELINE, *presets]}
 
     schedule = run_order(methods, presets, repeat, warmup)
