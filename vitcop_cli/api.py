@@ -27,15 +27,14 @@ from pruning.adapters import UnsupportedModelError, adapter_class
 from pruning.methods import method_class, method_names
 from pruning.presets import Preset, PresetError, builtin_presets, load_preset
 
+from .defaults import DEFAULT_METHOD, DEFAULT_MODEL, DEFAULT_PRESET
 from .errors import InputError, RuntimeFailure
 from .result import AskResult, TokenCounts, Timings, VisualInfo
 from .runtime import Clock, MemoryMeter, resolve_attn, resolve_device, resolve_dtype
 from .streaming import CallbackStreamer
 from .video import Visual, load_visual
 
-DEFAULT_MODEL = "Qwen/Qwen2-VL-2B-Instruct"
-DEFAULT_PRESET = "1_3"
-DEFAULT_METHOD = "vitcop"
+__all__ = ["DEFAULT_METHOD", "DEFAULT_MODEL", "DEFAULT_PRESET", "Prepared", "Session", "load"]
 
 
 @dataclass

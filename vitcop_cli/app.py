@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from . import cli_options as o
 from .errors import InputError, VitcopError
 
 app = typer.Typer(
@@ -56,31 +57,29 @@ def _fail(exc: BaseException) -> None:
 def ask(
     video: Path = typer.Argument(..., help="A video file (mp4, mkv, webm, avi, mov, ...) or an image (jpg, png, webp)."),
     question: str = typer.Argument(..., help="The question to ask about it."),
-    model: str = typer.Option("Qwen/Qwen2-VL-2B-Instruct", "--model", "-m", help="Hugging Face id or local folder."),
+    model: o.Model = o.DEFAULT_MODEL,
     preset: str = typer.Option(
         "1_3", "--preset", "-p", help="Pruning preset: none, 1_3, 2_9, 1_9, or a YAML file (see `vitcop presets`)."
     ),
     method: str = typer.Option(
         "vitcop", "--method", help="Pruning method: vitcop, or a baseline (fastv, divprune, uniform) at the same ratio."
     ),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip \\[default: 2.0]."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Sample exactly N frames (instead of --fps)."),
-    max_frames: int = typer.Option(768, "--max-frames", help="Upper bound on sampled frames."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Per-frame pixel cap (Qwen2-VL)."),
-    min_pixels: Optional[int] = typer.Option(None, "--min-pixels", help="Per-frame pixel floor (Qwen2-VL)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest answer, in tokens."),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (deterministic)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling (with --temperature > 0)."),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
-    attn: str = typer.Option(
-        "auto", "--attn", help="auto (flash_attention_2 if installed on CUDA, else sdpa), sdpa, eager, flash_attention_2."
-    ),
+    fps: o.Fps = None,
+    frames: o.Frames = None,
+    max_frames: o.MaxFrames = 768,
+    max_pixels: o.MaxPixels = None,
+    min_pixels: o.MinPixels = None,
+    max_new_tokens: o.MaxNewTokens = 256,
+    temperature: o.Temperature = 0.0,
+    top_p: o.TopP = None,
+    system: o.System = None,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "auto",
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Stream the answer as it is generated."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (answer + full report) on stdout."),
-    offline: bool = typer.Option(False, "--offline", help="Never download: local files / cache only."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    offline: o.Offline = False,
+    debug: o.Debug = False,
 ) -> None:
     """Answer QUESTION about VIDEO; the answer goes to stdout, the cost report to stderr."""
     _state["debug"] = debug
@@ -130,7 +129,7 @@ def presets_cmd(
         4096, "--visual-tokens", help="N used for the budget columns (a typical clip)."
     ),
     offline: bool = typer.Option(False, "--offline", help="Never download the model's config."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    debug: o.Debug = False,
 ) -> None:
     """List the built-in pruning presets and the token budgets they give."""
     _state["debug"] = debug
@@ -161,19 +160,19 @@ def batch_cmd(
         "1_3", "--presets", "-p", help="Comma-separated pruning presets, each item runs under each: e.g. none,1_3,1_9."
     ),
     methods: str = typer.Option("vitcop", "--methods", help="Comma-separated methods: vitcop, fastv, divprune, uniform."),
-    model: str = typer.Option("Qwen/Qwen2-VL-2B-Instruct", "--model", "-m", help="Hugging Face id or local folder."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip \\[default: 2.0]."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Sample exactly N frames (instead of --fps)."),
-    max_frames: int = typer.Option(768, "--max-frames", help="Upper bound on sampled frames."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Per-frame pixel cap (Qwen2-VL)."),
-    min_pixels: Optional[int] = typer.Option(None, "--min-pixels", help="Per-frame pixel floor (Qwen2-VL)."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest answer, in tokens."),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (deterministic)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling (with --temperature > 0)."),
-    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
-    attn: str = typer.Option("auto", "--attn", help="auto, sdpa, eager, flash_attention_2."),
+    model: o.Model = o.DEFAULT_MODEL,
+    fps: o.Fps = None,
+    frames: o.Frames = None,
+    max_frames: o.MaxFrames = 768,
+    max_pixels: o.MaxPixels = None,
+    min_pixels: o.MinPixels = None,
+    max_new_tokens: o.MaxNewTokens = 256,
+    temperature: o.Temperature = 0.0,
+    top_p: o.TopP = None,
+    system: o.System = None,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "auto",
     prefetch: bool = typer.Option(
         True, "--prefetch/--no-prefetch", help="Decode and preprocess the next clip while the current one generates."
     ),
@@ -181,8 +180,8 @@ def batch_cmd(
         False, "--skip-failed", help="On resume, leave items that failed before alone (default: retry them)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on stdout (no table)."),
-    offline: bool = typer.Option(False, "--offline", help="Never download: local files / cache only."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    offline: o.Offline = False,
+    debug: o.Debug = False,
 ) -> None:
     """Ask about every clip of a folder (--question) or every line of a JSONL file; one JSON line per result.
 
@@ -274,7 +273,7 @@ def make_model_cmd(
     out: Path = typer.Argument(..., help="Folder to write the checkpoint into."),
     size: str = typer.Option("tiny", "--size", help="tiny (tests) or bench (benchmarks)."),
     seed: int = typer.Option(0, "--seed"),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    debug: o.Debug = False,
 ) -> None:
     """Write a random-weight checkpoint (real config, tokenizer, processor) that loads like a real one.
 
@@ -316,26 +315,24 @@ def profile_cmd(
     ),
     repeat: int = typer.Option(3, "--repeat", help="Measured runs per (method, preset); medians are reported."),
     warmup: int = typer.Option(1, "--warmup", help="Unmeasured warm-up runs per (method, preset)."),
-    model: str = typer.Option("Qwen/Qwen2-VL-2B-Instruct", "--model", "-m", help="Hugging Face id or local folder."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames sampled per second of clip (default 2.0)."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Sample exactly N frames (instead of --fps)."),
-    max_frames: int = typer.Option(768, "--max-frames", help="Upper bound on sampled frames."),
-    max_pixels: Optional[int] = typer.Option(None, "--max-pixels", help="Per-frame pixel cap (Qwen2-VL)."),
-    min_pixels: Optional[int] = typer.Option(None, "--min-pixels", help="Per-frame pixel floor (Qwen2-VL)."),
-    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Longest answer, in tokens (greedy)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    dtype: str = typer.Option(
-        "auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."
-    ),
-    attn: str = typer.Option("auto", "--attn", help="auto, sdpa, eager, flash_attention_2."),
+    model: o.Model = o.DEFAULT_MODEL,
+    fps: o.Fps = None,
+    frames: o.Frames = None,
+    max_frames: o.MaxFrames = 768,
+    max_pixels: o.MaxPixels = None,
+    min_pixels: o.MinPixels = None,
+    max_new_tokens: o.MaxNewTokens = 32,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "auto",
     json_out: bool = typer.Option(False, "--json", help="Print the profile as one JSON object on stdout (no table)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV line per (method, preset) here."),
     plot_path: Optional[Path] = typer.Option(
         None, "--plot",
         help="Also draw speed-up and memory ratio vs layer-averaged ratio (.png/.svg/.pdf; needs matplotlib).",
     ),
-    offline: bool = typer.Option(False, "--offline", help="Never download: local files / cache only."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    offline: o.Offline = False,
+    debug: o.Debug = False,
 ) -> None:
     """Time every (method, preset) on one clip: load and prepare once, warm up, then interleaved repeats.
 
