@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from vitcop_cli import api
 from vitcop_cli import profile as prof
+from tests.test_cli import assert_one_line_failure  # the CLI's one-line error contract
 from vitcop_cli.app import app
 from vitcop_cli.profile_view import render_profile
 from vitcop_cli.errors import InputError
@@ -52,20 +53,6 @@ def invoke(*args):
 def profile_args(model, *extra):
     return ["profile", CLIP, "--model", model, "--offline", "--frames", FRAMES, "--repeat", REPEAT,
             "--max-new-tokens", MAX_NEW, *extra]
-
-
-def assert_one_line_failure(result, code: int, *needles: str) -> str:
-    stderr = ANSI.sub("", result.stderr)
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from pruning.presets import Preset, PresetError, builtin_presets, load_preset
 
 from .defaults import DEFAULT_METHOD, DEFAULT_MODEL, DEFAULT_PRESET
 from .errors import InputError, RuntimeFailure
+from .options import check_frame_options, check_generation_options
 from .result import AskResult, TokenCounts, Timings, VisualInfo
 from .runtime import Clock, MemoryMeter, resolve_attn, resolve_device, resolve_dtype
 from .streaming import CallbackStreamer
@@ -157,8 +158,7 @@ class Session:
         max_pixels: int | None = None,
         min_pixels: int | None = None,
     ) -> Prepared:
-        if max_pixels is not None and min_pixels is not None and min_pixels > max_pixels:
-            raise InputError(f"--min-pixels ({min_pixels}) is larger than --max-pixels ({max_pixels})")
+        check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
         started = time.perf_counter()  # CPU work: never wait on the GPU here (batch prepares in a thread)
         messages = []
         if system:
@@ -193,12 +193,7 @@ class Session:
     ) -> AskResult:
         preset = _as_preset(preset)
         check_method(method)
-        if temperature < 0:
-            raise InputError("--temperature must be >= 0 (0 = greedy)")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise InputError("--top-p must be in (0, 1]")
-        if max_new_tokens < 1:
-            raise InputError("--max-new-tokens must be at least 1")
+        check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": top_p if top_p is not None else 1.0, "top_k": 0}
             if temperature > 0
@@ -291,8 +286,7 @@ class Session:
         """Answer ``question`` about ``video`` (a clip or an image file)."""
         preset = _as_preset(preset)  # fail on a bad preset / method before decoding anything
         check_method(method)
-        if fps is not None and frames is not None:
-            raise InputError("--fps and --frames are mutually exclusive; give one of them")
+        check_frame_options(fps=fps, frames=frames, max_frames=max_frames)
         if not question.strip():
             raise InputError("the question is empty")
         started = time.perf_counter()

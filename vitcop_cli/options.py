@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 from .errors import InputError
 
-__all__ = ["check_run_options", "unique_names"]
+__all__ = ["check_frame_options", "check_generation_options", "check_run_options", "unique_names"]
 
 
 def unique_names(xs: Iterable[str]) -> list[str]:
@@ -59,6 +59,20 @@ def check_run_options(
         loaded.append(preset)
     for m in method_names:
         api.check_method(m)
+    check_frame_options(fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels)
+    check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    return loaded, method_names
+
+
+def check_frame_options(
+    *,
+    fps: float | None = None,
+    frames: int | None = None,
+    max_frames: int = 768,
+    max_pixels: int | None = None,
+    min_pixels: int | None = None,
+) -> None:
+    """Frame sampling and per-frame pixel bounds (also used by the library's ``Session.ask``)."""
     if fps is not None and frames is not None:
         raise InputError("--fps and --frames are mutually exclusive; give one of them")
     if frames is not None and frames < 1:
@@ -73,6 +87,10 @@ def check_run_options(
         raise InputError("--min-pixels must be at least 1")
     if max_pixels is not None and min_pixels is not None and min_pixels > max_pixels:
         raise InputError(f"--min-pixels ({min_pixels}) is larger than --max-pixels ({max_pixels})")
+
+
+def check_generation_options(*, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float | None = None) -> None:
+    """Generation settings (also used by the library's ``Session.generate``)."""
     if max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
     if temperature < 0:
@@ -81,4 +99,3 @@ def check_run_options(
         raise InputError("--top-p must be in (0, 1]")
     if top_p is not None and temperature == 0:
         raise InputError("--top-p needs --temperature > 0 (temperature 0 is greedy decoding)")
-    return loaded, method_names
