@@ -43,8 +43,9 @@ class VitcopMethod(Method):
             raise RuntimeError("encoder captures do not line up with the prompt's visual tokens")
         n = vt.positions_in_seq.numel()
         p = self.preset
-        kept = per_frame_topk(vt.saliency, vt.frame_ids, p.vision_keep) if p.vision_keep < 1 else None
-        if kept is None:
+        if p.vision_keep < 1:
+            kept = per_frame_topk(vt.saliency, vt.frame_ids, p.vision_keep)
+        else:
             kept = torch.arange(n, device=vt.saliency.device)
         self.budget = p.budgets(n, self.shape.layers, n_after_stage1=kept.numel())
         self.groups = None
