@@ -328,7 +328,7 @@ class PruningHandle:
         pruned, full = flops(seq), flops([s] * L)
         layer_avg = sum(visual) / L
         return PruningReport(
-            preset=self.preset.name,
+            preset=self.preset.label,
             method=self.method.name,
             n_visual=counts[0],
             after_stage1=counts[1],

@@ -26,10 +26,13 @@ q > 1 the deep stage would still cut to round(N/q)).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, fields
 from fractions import Fraction
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -207,6 +210,27 @@ class Preset:
             data["name"] = default_name
         return cls(**_normalise(data, source))
 
+    def values(self) -> dict:
+        """The validated values that decide what runs (everything but name and description)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "description")}
+
+    @property
+    def fingerprint(self) -> str:
+        """8 hex digits of a hash of :meth:`values` (canonical JSON): equal values, equal fingerprint."""
+        blob = json.dumps(self.values(), sort_keys=True, default=repr).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+    @property
+    def label(self) -> str:
+        """What ran, as a short stable key for results, resume and tables.
+
+        The plain name when the values equal the built-in preset of that name (``"1_9"``), otherwise
+        ``name@fingerprint`` (``"my@3fa1c2d0"``), so a custom file that reuses a built-in's name, or
+        two different custom files with one name, can never be taken for each other.
+        """
+        builtin = _builtin_values().get(self.name)
+        return self.name if builtin == self.fingerprint else f"{self.name}@{self.fingerprint}"
+
     @property
     def is_identity(self) -> bool:
         """True when the preset never prunes (ratio == vision_keep == deep_divisor == 1)."""
@@ -241,6 +265,12 @@ class Preset:
         avg = layer_averaged_visual(n_layers, V, Rs, Rd, Ls, Ld)
         return StageBudgets(N=n_visual, V=V, Rs=Rs, Rd=Rd, shallow_layer=Ls, deep_layer=Ld,
                             layer_averaged=avg, ratio_to_N=avg / n_visual, n_layers=n_layers)
+
+
+@lru_cache(maxsize=1)
+def _builtin_values() -> dict[str, str]:
+    """{built-in name: fingerprint of its values}."""
+    return {name: load_preset(name).fingerprint for name in builtin_presets()}
 
 
 def builtin_presets() -> list[str]:

@@ -99,6 +99,13 @@ def load(
     )
 
 
+def model_identity(model: str) -> str:
+    """How results, resume keys and labels name a model: a local folder's resolved absolute path (so
+    ``./m``, ``m/`` and ``/abs/m`` are one model), or the hub id exactly as given."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def _check_declared_model_type(model: str) -> None:
     """InputError listing the supported types when local ``model/config.json`` declares an unsupported one."""
     import json
@@ -190,7 +197,10 @@ class Session:
         top_p: float | None = None,
         on_text: Callable[[str], None] | None = None,
         video_decode_s: float = 0.0,
+        seed: int | None = None,
     ) -> AskResult:
+        """Generate an answer for ``prepared``. ``seed`` seeds torch's generators first, so sampling
+        (temperature > 0) is reproducible run to run; it is recorded in the result."""
         preset = _as_preset(preset)
         check_method(method)
         check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
@@ -201,6 +211,8 @@ class Session:
         )
         streamer = CallbackStreamer(self.processor.tokenizer, on_text) if on_text else None
         timer = _ForwardTimer(self.model, self.adapter.vision_encoder, self._clock)
+        if seed is not None:
+            torch.manual_seed(seed)  # seeds CUDA / MPS generators too
         self._memory.reset()
         try:
             with attach(self.model, preset, method) as handle, timer:
@@ -228,7 +240,7 @@ class Session:
             question=prepared.question,
             model=self.name,
             model_type=self.model_type,
-            preset=preset.name,
+            preset=preset.label,
             method=method,
             device=str(self.device),
             dtype=str(self.dtype).replace("torch.", ""),
@@ -263,6 +275,7 @@ class Session:
             generated_ids=generated,
             warnings=list(prepared.warnings),
             versions=_versions(),
+            seed=seed,
         )
 
     def ask(
@@ -282,6 +295,7 @@ class Session:
         temperature: float = 0.0,
         top_p: float | None = None,
         on_text: Callable[[str], None] | None = None,
+        seed: int | None = None,
     ) -> AskResult:
         """Answer ``question`` about ``video`` (a clip or an image file)."""
         preset = _as_preset(preset)  # fail on a bad preset / method before decoding anything
@@ -302,6 +316,7 @@ class Session:
             top_p=top_p,
             on_text=on_text,
             video_decode_s=decode_s,
+            seed=seed,
         )
 
 

@@ -67,6 +67,7 @@ class AskResult:
     generated_ids: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    seed: int | None = None  # torch seed set before generating (None: not seeded)
 
     def to_dict(self) -> dict:
         return asdict(self)
