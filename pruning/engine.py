@@ -18,10 +18,23 @@ visual tokens for the report, returning nothing), so the computation is untouche
   have gaps that would read as packing. Keys / queries a method reads come from forward hooks on
   ``k_proj`` / ``q_proj`` of the declared layers — no attention weights anywhere, so SDPA and
   FlashAttention stay on.
+- Every decoder layer (from layer 0) gets ``position_ids`` withheld during the prefill, and the
+  language model always gets an explicit 2-D mask after the entry cut: gapped position ids must
+  never reach transformers' packed-sequence detection (FlashAttention-2, or a mask-less call).
 - Decode: each layer's cache holds exactly the tokens that layer saw; a 4-D / 2-D mask that
   transformers builds for layer 0's length (eager) is sliced to the layer's cached columns plus the
   new tokens. New tokens' position ids come from ``generate`` (original numbering), so they equal
   the unpruned run's.
+- Prefill vs decode is decided from the KV cache (found by :mod:`pruning.compat` under any known
+  keyword or by type) and cross-checked against the engine's own state: a decode step must find
+  layer 0's cache exactly as long as the engine left it.
+- Never silent: after each prefill the engine checks what ran against the method's plan and the
+  cache transformers filled (:mod:`pruning.verify`), and raises ``PruningNotApplied`` otherwise.
+  Modes it cannot serve are refused up front (``UnsupportedGeneration``): ``use_cache=False``,
+  ``labels=``, chunked prefill, continuing a non-empty cache with several tokens, non-dynamic caches,
+  dict-valued masks. A pruned ``model(...)`` call returns outputs per *surviving* token (logits of
+  length S', not S), which is why ``labels`` are refused.
+- Timing: :class:`pruning.timing.Stopwatch` (CUDA events, one synchronisation per prefill).
 
 Index spaces: "orig" = the prompt as tokenised (length S); "seq" = the sequence entering layer 0
 (length S'). Batch size 1 only: a larger batch raises a clear error at prefill.
@@ -29,16 +42,20 @@ Index spaces: "orig" = the prompt as tokenised (length S); "seq" = the sequence 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
 
+from . import compat
 from .adapters import adapter_for
-from .flops import decoder_prefill_flops
+from .flops import decoder_prefill_flops, paper_prefill_flops
 from .methods import EntryContext, LayerContext, method_class
 from .presets import Preset
 from .stats import PruningReport
+from .timing import Stopwatch
+from .verify import PruningNotApplied, UnsupportedGeneration, check_prefill, fail
+
+__all__ = ["PruningHandle", "PruningNotApplied", "UnsupportedGeneration", "attach"]
 
 # Processor outputs that an adapter's token forming may need besides the encoder's own inputs.
 EXTRA_INPUTS = ("image_sizes", "batch_num_images")
@@ -53,11 +70,15 @@ class PrefillState:
     kept_orig: torch.Tensor  # (S',) orig index of each layer-0 token
     cur: torch.Tensor  # (S_cur,) seq index of each token currently in the decoder
     visual: torch.Tensor  # (S_cur,) bool: current token is a prunable visual token
+    n_visual_cur: int = 0  # visual tokens currently in the decoder (host copy of visual.sum())
     layer_cols: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> seq indices it cached
     layer_visual: dict[int, int] = field(default_factory=dict)  # layer -> visual tokens it processed
+    layer_seen: set = field(default_factory=set)  # layers whose prefill hook ran
     stages: list[tuple[int, int]] = field(default_factory=list)  # (layer, visual tokens from there on);
     # layer 0 = after the entry cut, then one row per prune layer of the method (even if it kept all)
     gathered: dict | None = None  # rope / mask gathered for the current survivors
+    decoded: int = 0  # tokens appended by decode steps since the prefill
+    cache_lengths: list[int] | None = None  # per layer, as transformers' cache reported after the prefill
 
     def cached(self, layer: int) -> torch.Tensor:
         """Seq indices of the tokens layer ``layer`` processed (and holds in its KV cache)."""
@@ -75,7 +96,6 @@ class PruningHandle:
         self.adapter = adapter_for(model)
         self.shape = self.adapter.lm_shape()
         self.method = method_class(method)(preset, self.adapter, self.shape)
-        self.seconds = 0.0  # wall time spent inside pruning work (encoder scoring included), summed
         self.last: PrefillState | None = None
         self._hooks: list = []
         self._records: list = []
@@ -85,7 +105,7 @@ class PruningHandle:
         self._input_ids: torch.Tensor | None = None
         self._extras: dict = {}
         self._in_prefill = False
-        self._cuda = next(model.parameters()).device.type == "cuda"
+        self._watch = Stopwatch(next(model.parameters()).device)
         self._n_observed: int | None = None  # identity: N seen at the last prefill (report only)
         if self.method.is_identity:
             self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
@@ -106,36 +126,30 @@ class PruningHandle:
         self.remove()
         return False
 
+    @property
+    def seconds(self) -> float:
+        """Wall time spent inside pruning work (encoder scoring included), summed over prefills."""
+        return self._watch.settle()
+
+    @seconds.setter
+    def seconds(self, value: float) -> None:
+        self._watch.settle()
+        self._watch.seconds = value
+
     def bind(self, inputs: dict) -> "PruningHandle":
         """Hand over processor outputs that token forming may need but ``generate`` does not pass to
         ``forward`` (LLaVA-OneVision images: ``image_sizes``, ``batch_num_images``)."""
         self._extras.update({k: inputs[k] for k in EXTRA_INPUTS if inputs.get(k) is not None})
         return self
 
-    def _now(self) -> float:
-        if self._cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def _timed(self, fn):
-        """Wrap a hook so the time it takes counts in ``self.seconds`` (pruning overhead)."""
-        def wrapper(*args, **kwargs):
-            started = self._now()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds += self._now() - started
-        return wrapper
-
     def _register(self) -> None:
         ad, m = self.adapter, self.method
         if m.needs_encoder_capture:
-            self._hooks += ad.attach_encoder_capture(self._records, timed=self._timed)
+            self._hooks += ad.attach_encoder_capture(self._records, timed=self._watch.wrap)
         self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
         self._hooks.append(ad.language_model.register_forward_pre_hook(self._on_lm_start, with_kwargs=True))
         self._hooks.append(ad.language_model.register_forward_hook(self._on_lm_end))
-        first = min(m.prune_layers, default=self.shape.layers)
-        for layer in range(first, self.shape.layers):
+        for layer in range(self.shape.layers):
             self._hooks.append(
                 ad.decoder_layers[layer].register_forward_pre_hook(self._layer_hook(layer), with_kwargs=True)
             )
@@ -150,15 +164,27 @@ class PruningHandle:
 
     # ---- hooks ---------------------------------------------------------------------------
     def _on_model(self, _module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        if cache is None or cache.get_seq_length() == 0:
+        if not self.method.is_identity:
+            self._refuse_unsupported(kwargs)
+        if compat.cache_length(compat.find_cache(kwargs)) == 0:
             self._input_ids = kwargs.get("input_ids", args[0] if args else None)
             self._extras.update({k: kwargs[k] for k in EXTRA_INPUTS if kwargs.get(k) is not None})
 
+    def _refuse_unsupported(self, kwargs) -> None:
+        """Generation modes whose output would be wrong under pruning: refused before they run."""
+        why = None
+        if kwargs.get("use_cache") is False:
+            why = "use_cache=False (pruning keeps per-layer KV caches; generate with the cache on)"
+        elif kwargs.get("labels") is not None:
+            why = "labels= (a pruned forward returns logits per surviving token, not per prompt token)"
+        elif getattr(getattr(self.model, "generation_config", None), "prefill_chunk_size", None):
+            why = "chunked prefill (generation_config.prefill_chunk_size)"
+        if why:
+            raise UnsupportedGeneration(f"visual-token pruning does not support {why}; use preset 'none' for it")
+
     def _observe(self, _module, _args, kwargs):
         """Identity presets: count the prunable visual tokens for the report; change nothing."""
-        cache = kwargs.get("past_key_values")
-        if (cache is None or cache.get_seq_length() == 0) and self._input_ids is not None:
+        if compat.cache_length(compat.find_cache(kwargs)) == 0 and self._input_ids is not None:
             self._n_observed = self.adapter.prunable_positions(self._input_ids, kwargs["inputs_embeds"]).numel()
 
     def _catcher(self, store: dict, layer: int):
@@ -170,31 +196,64 @@ class PruningHandle:
     def _rope_catcher(self, layer: int):
         def hook(_module, _args, kwargs):
             if self._in_prefill:
-                self._rope[layer] = kwargs["position_embeddings"]
+                self._rope[layer] = compat.layer_rope(kwargs, layer)
         return hook
 
     def _on_lm_start(self, _module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        self._in_prefill = cache is None or cache.get_seq_length() == 0
+        cache = compat.find_cache(kwargs)
+        past = compat.cache_length(cache)
+        if isinstance(kwargs.get(compat.MASK), dict):
+            raise UnsupportedGeneration("visual-token pruning does not support dict-valued attention masks")
+        if cache is not None and not compat.is_dynamic_cache(cache):
+            raise UnsupportedGeneration(
+                f"visual-token pruning needs transformers' DynamicCache, got {type(cache).__name__} "
+                "(static / quantized / offloaded caches and compiled generation are not supported)"
+            )
+        new_tokens = kwargs["inputs_embeds"].shape[1]
+        self._in_prefill = past == 0
         if not self._in_prefill:
+            if new_tokens > 1:
+                raise UnsupportedGeneration(
+                    f"visual-token pruning cannot continue a non-empty KV cache ({past} tokens) with {new_tokens} "
+                    "new tokens (chunked prefill, multi-turn cache reuse, assisted decoding)"
+                )
+            self._check_decode(past)
             self._slice_decode_mask_2d(kwargs)
             return args, kwargs
-        started = self._now()
         try:
-            self._enter(kwargs)
+            with self._watch.span():
+                self._enter(kwargs)
         finally:
             self._records.clear()
-        self.seconds += self._now() - started
+            self._extras.clear()
         return args, kwargs
 
-    def _on_lm_end(self, *_):
-        self._keys.clear()
-        self._queries.clear()
-        self._rope.clear()
-        self._in_prefill = False
+    def _check_decode(self, past: int) -> None:
+        """A decode step must find layer 0's cache exactly as long as the engine left it."""
+        state = self.last
+        if state is None:
+            return
+        expected = state.cached(0).numel() + state.decoded
+        if past != expected:
+            raise fail(f"a decode step found {past} cached tokens in layer 0, expected {expected}")
+        state.decoded += 1
+
+    def _on_lm_end(self, _module, _args, output):
+        try:
+            state = self.last
+            if self._in_prefill and state is not None:
+                cache = compat.output_cache(output)
+                check_prefill(state, self.method.prune_layers, self.method.planned_stages(), self.shape.layers, cache)
+                state.cache_lengths = [compat.cache_length(cache, layer) for layer in range(self.shape.layers)]
+                self._watch.settle()
+        finally:
+            self._keys.clear()
+            self._queries.clear()
+            self._rope.clear()
+            self._in_prefill = False
 
     def _enter(self, kwargs) -> None:
-        """Entry: a shorter inputs_embeds with original position ids (and a gathered 2-D mask)."""
+        """Entry: a shorter inputs_embeds with original position ids and an explicit gathered 2-D mask."""
         embeds = kwargs["inputs_embeds"]
         if embeds.shape[0] != 1:
             raise NotImplementedError("visual-token pruning supports batch size 1; run prompts one at a time")
@@ -218,64 +277,69 @@ class PruningHandle:
             kept_orig=kept_orig,
             cur=torch.arange(kept_orig.numel(), device=kept_orig.device),
             visual=is_visual[kept_orig],
+            n_visual_cur=kept.numel(),
             stages=[(0, kept.numel())],
         )
         keep = kept_orig.to(embeds.device)
         kwargs["inputs_embeds"] = embeds[:, keep]
-        pos = kwargs.get("position_ids")
+        pos = kwargs.get(compat.POSITION_IDS)
         if pos is None:
             pos = torch.arange(s, device=embeds.device)[None]
-        kwargs["position_ids"] = pos[..., keep]
-        mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.ndim == 2:
-            kwargs["attention_mask"] = mask[:, keep]
+        kwargs[compat.POSITION_IDS] = pos[..., keep]
+        mask = kwargs.get(compat.MASK)
+        if mask is None:
+            mask = torch.ones(1, s, dtype=torch.long, device=embeds.device)
+        if not (isinstance(mask, torch.Tensor) and mask.ndim == 2):
+            raise UnsupportedGeneration("visual-token pruning needs a 2-D attention mask (or none) at the language model")
+        kwargs[compat.MASK] = mask[:, keep]
         self.last = state
 
     def _slice_decode_mask_2d(self, kwargs) -> None:
-        mask = kwargs.get("attention_mask")
+        mask = kwargs.get(compat.MASK)
         if isinstance(mask, torch.Tensor) and mask.ndim == 2 and self.last is not None:
             s = self.last.prompt_len
             cols = torch.cat([self.last.kept_orig.to(mask.device), torch.arange(s, mask.shape[-1], device=mask.device)])
-            kwargs["attention_mask"] = mask[:, cols]
+            kwargs[compat.MASK] = mask[:, cols]
 
     def _layer_hook(self, layer: int):
+        first_prune = min(self.method.prune_layers, default=self.shape.layers)
+
         def hook(_module, args, kwargs):
             state = self.last
             if state is None:
                 return None
             if not self._in_prefill:
                 return self._decode_layer(layer, args, kwargs)
-            started = self._now()
-            hidden = args[0] if args else kwargs["hidden_states"]
-            if layer in self.method.prune_layers:
-                ctx = LayerContext(hidden, state.visual, self._keys, self._queries, self._rope)
-                choice = self.method.at_layer(layer, ctx)
-                if choice is not None:
-                    hidden = self._shrink(state, hidden, choice)
-                state.stages.append((layer, int(state.visual.sum())))
-            if state.gathered is None or state.gathered["len"] != state.cur.numel():
-                state.gathered = self._gather_inputs(state, kwargs)
-            kwargs["position_embeddings"] = state.gathered["rope"]
-            kwargs["attention_mask"] = state.gathered["mask"]
-            kwargs["position_ids"] = None
-            state.layer_cols[layer] = state.cur
-            state.layer_visual[layer] = int(state.visual.sum())
-            if args:
-                args = (hidden, *args[1:])
-            else:
-                kwargs["hidden_states"] = hidden
-            self.seconds += self._now() - started
-            return args, kwargs
+            state.layer_seen.add(layer)
+            kwargs[compat.POSITION_IDS] = None  # gapped positions would read as packing (FA2)
+            if layer < first_prune:  # before the first cut: the LM's own rope / mask already fit
+                state.layer_visual[layer] = state.n_visual_cur
+                return args, kwargs
+            with self._watch.span():
+                hidden = compat.layer_hidden(args, kwargs)
+                if layer in self.method.prune_layers:
+                    ctx = LayerContext(hidden, state.visual, self._keys, self._queries, self._rope)
+                    choice = self.method.at_layer(layer, ctx)
+                    if choice is not None:
+                        hidden = self._shrink(state, hidden, choice)
+                    state.stages.append((layer, state.n_visual_cur))
+                if state.gathered is None or state.gathered["len"] != state.cur.numel():
+                    state.gathered = self._gather_inputs(state, kwargs, layer)
+                kwargs[compat.ROPE] = state.gathered["rope"]
+                kwargs[compat.MASK] = state.gathered["mask"]
+                state.layer_cols[layer] = state.cur
+                state.layer_visual[layer] = state.n_visual_cur
+                return compat.with_layer_hidden(args, kwargs, hidden)
         return hook
 
     def _decode_layer(self, layer: int, args, kwargs):
         """Slice a decode-step mask (built for layer 0's cache) to this layer's cached columns."""
-        mask = kwargs.get("attention_mask")
-        if not isinstance(mask, torch.Tensor):
+        mask = kwargs.get(compat.MASK)
+        if not isinstance(mask, torch.Tensor) or layer not in self.last.layer_cols:
             return None
         cols = self.last.layer_cols[layer].to(mask.device)
         s = self.last.kept_orig.numel()
-        kwargs["attention_mask"] = mask[..., torch.cat([cols, torch.arange(s, mask.shape[-1], device=mask.device)])]
+        kwargs[compat.MASK] = mask[..., torch.cat([cols, torch.arange(s, mask.shape[-1], device=mask.device)])]
         return args, kwargs
 
     @staticmethod
@@ -289,14 +353,15 @@ class PruningHandle:
             new_hidden[0, torch.searchsorted(keep_local, chosen)] = choice.values.to(new_hidden.dtype)
         state.cur = state.cur[keep_local.to(state.cur.device)]
         state.visual = state.visual[keep_local.to(state.visual.device)]
+        state.n_visual_cur = choice.keep.numel()
         return new_hidden
 
     @staticmethod
-    def _gather_inputs(state: PrefillState, kwargs) -> dict:
+    def _gather_inputs(state: PrefillState, kwargs, layer: int) -> dict:
         cur = state.cur
-        cos, sin = kwargs["position_embeddings"]
+        cos, sin = compat.layer_rope(kwargs, layer)
         rope = (cos.index_select(-2, cur.to(cos.device)), sin.index_select(-2, cur.to(sin.device)))
-        mask = kwargs.get("attention_mask")
+        mask = kwargs.get(compat.MASK)
         if isinstance(mask, torch.Tensor):
             c = cur.to(mask.device)
             mask = mask.index_select(-1, c)
@@ -306,15 +371,22 @@ class PruningHandle:
 
     # ---- report --------------------------------------------------------------------------
     def report(self, input_ids: torch.Tensor) -> PruningReport:
-        """Stage counts, layer-averaged visual tokens, cache lengths and prefill FLOPs of the last prefill."""
+        """Stage counts, layer-averaged visual tokens, measured cache lengths and prefill FLOPs of the
+        last prefill, which must be the prefill of ``input_ids`` (1, S): a non-identity method on a prompt
+        with visual tokens and no verified prefill of that prompt raises ``PruningNotApplied``."""
         L, s = self.shape.layers, input_ids.shape[1]
         st = self.last
+        has_visual = bool(self.adapter.visual_mask(input_ids).any())
+        if not self.method.is_identity and has_visual and (
+            st is None or st.prompt_len != s or st.cache_lengths is None
+        ):
+            raise fail("no pruned prefill was recorded for this prompt: the engine's hooks did not see it")
         if st is None:  # nothing was pruned (identity preset or no visual tokens)
             n = self._n_observed if self._n_observed is not None else int(self.adapter.visual_mask(input_ids).sum())
             seq, visual, stages = [s] * L, [n] * L, []
         else:
             n = st.n_visual
-            seq = [st.cached(layer).numel() for layer in range(L)]
+            seq = list(st.cache_lengths)
             visual = [st.layer_visual.get(layer, st.stages[0][1]) for layer in range(L)]
             stages = st.stages
         counts = [n] + [c for _, c in stages]
@@ -325,6 +397,7 @@ class PruningHandle:
             lens, hidden=sh.hidden, n_heads=sh.heads, n_kv_heads=sh.kv_heads, head_dim=sh.head_dim,
             intermediate=sh.intermediate, vocab=sh.vocab,
         )
+        paper = lambda lens: paper_prefill_flops(lens, hidden=sh.hidden, intermediate=sh.intermediate)  # noqa: E731
         pruned, full = flops(seq), flops([s] * L)
         layer_avg = sum(visual) / L
         return PruningReport(
@@ -342,6 +415,8 @@ class PruningHandle:
             prefill_flops=pruned,
             prefill_flops_unpruned=full,
             flops_ratio=pruned / full,
+            prefill_flops_paper=paper(seq),
+            prefill_flops_paper_unpruned=paper([s] * L),
         )
 
 

@@ -16,13 +16,18 @@ rotary embedding, softmax, activations, residual adds, the embedding lookup. A p
 layer processes fewer tokens, so passing each layer's own n gives the pruned cost; its
 n counts every token the layer processes (text and visual), and its attention is
 counted as causal self-attention over those n tokens.
+
+The paper's own convention (:func:`paper_prefill_flops`, reported beside ours so users can compare
+with its tables) counts per layer ``4*n*d^2 + 2*n^2*d + 3*n*d*m`` with d = hidden and m = MLP width:
+multiply-adds, no GQA, full (not causal) n^2 attention, no logits. The two differ in unit and
+detail; their pruned / unpruned ratios are close.
 """
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
 
-__all__ = ["decoder_prefill_flops", "layer_flops"]
+__all__ = ["decoder_prefill_flops", "layer_flops", "paper_prefill_flops"]
 
 
 def _pos_int(name: str, value, minimum: int = 1) -> int:
@@ -65,3 +70,15 @@ def decoder_prefill_flops(seq_lens: Sequence[int], *, hidden: int, n_heads: int,
                             head_dim=head_dim, intermediate=intermediate,
                             gated_mlp=gated_mlp) for n in seq_lens)
     return total + 2.0 * hidden * vocab
+
+
+def paper_prefill_flops(seq_lens: Sequence[int], *, hidden: int, intermediate: int) -> float:
+    """The paper's prefill figure: sum over layers of ``4*n*d^2 + 2*n^2*d + 3*n*d*m`` (multiply-adds).
+
+    seq_lens: one int per decoder layer, the tokens that layer processed; d = hidden, m = intermediate.
+    """
+    d, m = _pos_int("hidden", hidden), _pos_int("intermediate", intermediate)
+    seq_lens = [_pos_int("seq_len", n, 0) for n in seq_lens]
+    if not seq_lens:
+        raise ValueError("seq_lens must have one entry per decoder layer, got none")
+    return float(sum(4 * n * d * d + 2 * n * n * d + 3 * n * d * m for n in seq_lens))

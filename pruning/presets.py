@@ -20,6 +20,12 @@ keys, wrong types and out-of-range values raise :class:`PresetError` (a ValueErr
 whose message names the key and the file. Built-in presets live in the ``presets``
 package (``none``, ``1_3``, ``2_9``, ``1_9``) and are read with importlib.resources.
 
+Hostile files are bounded: a preset file larger than :data:`MAX_PRESET_BYTES` or a document
+using YAML aliases (``*ref``; a preset is a dozen scalars and never needs them, and nested
+aliases expand exponentially) is refused before it is turned into Python objects; a file that
+is not UTF-8 is a PresetError naming the file; values quoted in messages are shortened to about
+80 characters.
+
 ``Preset.is_identity`` is ``ratio == 1 and vision_keep == 1 and deep_divisor == 1``:
 only then are the budgets (N, N, N) for every N and depth (with ratio = v = 1 but
 q > 1 the deep stage would still cut to round(N/q)).
@@ -30,6 +36,7 @@ import hashlib
 import json
 import math
 import os
+import reprlib
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from functools import lru_cache
@@ -44,6 +51,8 @@ from .budget import layer_averaged_visual, scaled_deep_layer, stage_budgets, \
 __all__ = ["Preset", "PresetError", "StageBudgets", "load_preset", "builtin_presets"]
 
 MERGE_RULES = ("reference", "mean")
+MAX_PRESET_BYTES = 16 * 1024  # a preset is a dozen short keys; anything larger is not a preset
+_SHOWN = 80  # characters of a value quoted in an error message
 _REQUIRED = ("ratio", "vision_keep", "cluster_fraction")
 
 
@@ -82,8 +91,16 @@ class StageBudgets:
                                        self.shallow_layer, self.deep_layer)
 
 
+def _short(value, limit: int = _SHOWN) -> str:
+    """``repr(value)`` cut to about ``limit`` characters (never building a huge repr first)."""
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlevel, r.maxlist, r.maxdict = limit, limit, 3, 6, 6
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fail(source: str, key: str, msg: str, value=None, show=True):
-    got = f", got {value!r}" if show else ""
+    got = f", got {_short(value)}" if show else ""
     raise PresetError(f"{source}: key '{key}' {msg}{got}")
 
 
@@ -123,9 +140,10 @@ def _int(source, key, value, minimum: int) -> int:
 def _normalise(data: dict, source: str) -> dict:
     """Validate a preset mapping and return it with every value normalised."""
     known = {f.name for f in fields(Preset)}
-    unknown = sorted(str(k) for k in data if k not in known)
+    unknown = sorted(str(k)[:_SHOWN] for k in data if k not in known)
     if unknown:
-        raise PresetError(f"{source}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+        shown = ", ".join(_short(k, 40) for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise PresetError(f"{source}: unknown key(s) {shown}; "
                           f"allowed keys: {', '.join(sorted(known))}")
     for key in _REQUIRED:
         if key not in data:
@@ -279,10 +297,18 @@ def builtin_presets() -> list[str]:
 
 
 def _parse(text: str, source: str, default_name: str) -> Preset:
+    if len(text) > MAX_PRESET_BYTES:
+        raise PresetError(f"{source}: {len(text):,} characters is too large for a preset "
+                          f"(at most {MAX_PRESET_BYTES:,}; a preset is a dozen keys)")
     try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # events only: nothing is expanded yet
+            if isinstance(event, yaml.AliasEvent):
+                raise PresetError(f"{source}: YAML aliases (*{_short(event.anchor, 20)[1:-1]}) are not "
+                                  "allowed in a preset; write the values out")
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PresetError(f"{source}: not valid YAML: {exc}") from None
+        first = " ".join(str(exc).split())
+        raise PresetError(f"{source}: not valid YAML: {first[:160]}") from None
     return Preset.from_mapping(data, source, default_name=default_name)
 
 
@@ -301,9 +327,15 @@ def load_preset(name_or_path) -> Preset:
     path = Path(text_name)
     if path.is_file():
         try:
-            text = path.read_text(encoding="utf-8")
+            size = path.stat().st_size
+            if size > MAX_PRESET_BYTES:
+                raise PresetError(f"{path}: {size:,} bytes is too large for a preset "
+                                  f"(at most {MAX_PRESET_BYTES:,}; a preset is a dozen keys)")
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PresetError(f"{path}: not UTF-8 text (byte {exc.start}); save the preset as UTF-8") from None
         except OSError as exc:
-            raise PresetError(f"{path}: cannot read preset file: {exc}") from None
+            raise PresetError(f"{path}: cannot read preset file: {exc.strerror or exc}") from None
         return _parse(text, str(path), path.stem)
     if path.suffix.lower() in (".yaml", ".yml") or os.sep in text_name or "/" in text_name:
         raise PresetError(f"{path}: preset file not found")

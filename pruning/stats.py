@@ -21,3 +21,24 @@ class PruningReport:
     prefill_flops: float
     prefill_flops_unpruned: float
     flops_ratio: float  # pruned / unpruned
+    prefill_flops_paper: float = 0.0  # the paper's convention: sum_l 4nd^2 + 2n^2d + 3ndm (multiply-adds)
+    prefill_flops_paper_unpruned: float = 0.0
+
+
+#: relative gap between requested and achieved layer-averaged ratio above which a run is flagged
+RATIO_TOLERANCE = 0.05
+
+
+def ratio_warning(report: PruningReport, requested: float, n_layers: int) -> str | None:
+    """A one-line warning when the achieved layer-averaged ratio misses ``requested`` by more than 5%
+    (a budget clamped on a shallow model, or a method that cannot reach the ratio); else None."""
+    if report.n_visual == 0 or requested >= 1:
+        return None
+    achieved = report.layer_averaged_ratio
+    if abs(achieved - requested) <= RATIO_TOLERANCE * requested:
+        return None
+    return (
+        f"{report.method} reached layer-averaged ratio {achieved:.3f}, not the preset's {requested:.3f} "
+        f"(budget clamped on this {n_layers}-layer model with N = {report.n_visual}); "
+        "FLOPs and speed-ups are for the achieved ratio"
+    )

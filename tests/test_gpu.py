@@ -7,6 +7,7 @@ import torch
 
 import pruning
 from vitcop_cli import api
+from vitcop_cli.devmodels import FAMILIES
 from vitcop_cli.runtime import flash_attn_installed
 from vitcop_cli.video import load_visual
 
@@ -17,7 +18,7 @@ needs_flash = pytest.mark.skipif(
 
 
 @needs_flash
-@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_flash_attention_prunes_like_sdpa(tiny_models, clip, family):
     """Under FlashAttention-2 the pruned cache lengths equal SDPA's and the logits agree (bf16)."""
     results = {}

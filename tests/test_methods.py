@@ -11,10 +11,12 @@ import pytest
 import torch
 
 import pruning
+from pruning import compat
 from pruning.baselines import evenly_spaced, single_cut_budget
 from pruning.presets import load_preset
 from tests.test_oracles import _greedy, assert_matches_masked_reference
 from vitcop_cli import api
+from vitcop_cli.devmodels import FAMILIES
 from vitcop_cli.video import load_visual
 
 BASELINES = ("fastv", "divprune", "uniform")
@@ -25,7 +27,7 @@ def runs(sessions, clip):
     return {f: (s, s.prepare(load_visual(clip, frames=4), "What happens?").inputs) for f, s in sessions.items()}
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", BASELINES)
 @pytest.mark.parametrize("name", ["1_3", "1_9"])
 def test_kv_lengths_follow_the_method_budget(runs, family, method, name):
@@ -37,7 +39,7 @@ def test_kv_lengths_follow_the_method_budget(runs, family, method, name):
         n_visual -= 1  # the video's trailing image-newline token is structural
     non_visual = inputs["input_ids"].shape[1] - n_visual
     with pruning.attach(session.model, preset, method) as handle, torch.inference_mode():
-        cache = session.model(**inputs, use_cache=True).past_key_values
+        cache = compat.output_cache(session.model(**inputs, use_cache=True))
         report = handle.report(inputs["input_ids"])
     lengths = [cache.layers[i].keys.shape[-2] for i in range(layers)]
     if method == "fastv":
@@ -62,7 +64,7 @@ def test_none_preset_is_identity_for_every_method(runs, method):
     assert torch.equal(tokens, ref_tokens) and torch.equal(scores, ref_scores)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", BASELINES)
 def test_dropping_equals_masking(runs, family, method):
     session, inputs = runs[family]

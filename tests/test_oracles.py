@@ -13,10 +13,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pruning import compat
+
 import pruning
 from pruning.budget import stage_budgets
 from pruning.presets import Preset, load_preset
 from vitcop_cli import api
+from vitcop_cli.devmodels import FAMILIES
 from vitcop_cli.video import load_visual
 
 ATTNS = ("sdpa", "eager")
@@ -54,7 +57,7 @@ def _prefill_logits(model, inputs):
         return model(**inputs, use_cache=True).logits[0, -1]
 
 
-KEYS = [(f, a) for f in ("qwen2_vl", "llava_onevision") for a in ATTNS]
+KEYS = [(f, a) for f in FAMILIES for a in ATTNS]
 
 
 # ---- 1. identity ------------------------------------------------------------------------
@@ -96,7 +99,7 @@ class KeyMask:
     def _hook(self, module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         q = hidden.shape[1]
-        past = kwargs["past_key_values"].get_seq_length(module.self_attn.layer_idx)
+        past = compat.cache_length(compat.find_cache(kwargs), module.self_attn.layer_idx)
         kv = past + q
         rows = torch.arange(past, kv)[:, None]
         cols = torch.arange(kv)[None, :]
@@ -177,7 +180,7 @@ def test_kv_cache_lengths_match_budgets(loaded, prepared, key, name):
     preset = load_preset(name)
     non_visual, V, Rs, Rd, ls, ld = _expected_budget(session, inputs, preset)
     with pruning.attach(session.model, preset), torch.inference_mode():
-        cache = session.model(**inputs, use_cache=True).past_key_values
+        cache = compat.output_cache(session.model(**inputs, use_cache=True))
     lengths = [cache.layers[layer].keys.shape[-2] for layer in range(len(cache.layers))]
     expected = [non_visual + (V if layer < ls else Rs if layer < ld else Rd) for layer in range(len(lengths))]
     assert lengths == expected
@@ -269,7 +272,7 @@ def test_text_only_prompt_passes_through(loaded):
     assert torch.equal(ref, got)
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("media", ["clip", "image"])
 def test_ask_prunes_video_and_image(sessions, family, media, clip, image):
     path = clip if media == "clip" else image

@@ -80,8 +80,8 @@ class FamilyAdapter:
     """Base class; one subclass per model family, registered by ``config.model_type``."""
 
     model_types: ClassVar[tuple[str, ...]] = ()
-    #: the LLM's ``apply_rotary_pos_emb(q, k, cos, sin)`` (set by each adapter from its modeling module)
-    rotary_fn: ClassVar = None
+    #: () -> the LLM's ``apply_rotary_pos_emb(q, k, cos, sin)`` (each adapter names its getter in ``compat``)
+    rotary: ClassVar = None
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -102,7 +102,7 @@ class FamilyAdapter:
 
     def apply_rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate x (b, heads, s, d) with the LLM's own rotary function; cos / sin (b, s, d)."""
-        return self.rotary_fn(x, x, cos, sin)[0]
+        return self.rotary()(x, x, cos, sin)[0]
 
     def q_proj(self, layer: int) -> nn.Module:
         """The module whose output is layer ``layer``'s queries, shape (b, S, H * head_dim)."""
@@ -194,3 +194,10 @@ class FamilyAdapter:
             features=torch.cat(feat)[order],
             grid_positions=torch.cat(grid)[order],
         )
+
+    # ---- temporal layout (EVS) -----------------------------------------------------------
+    def video_token_grids(self, input_ids: torch.Tensor, extras: dict) -> list[tuple[int, int, int]]:
+        """(t, h, w) of each video in the prompt ``input_ids`` (1, S), in prompt order: t temporal patches
+        of an h x w row-major grid of LLM tokens (after the model's spatial merge / pooling), so the
+        video's prunable tokens are t * h * w, patch-major. ``extras``: processor outputs (e.g. grids)."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its video token layout")

@@ -20,17 +20,18 @@ Choices the spec leaves open (documented here):
 
 from __future__ import annotations
 
-import torch
-from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
-from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+import math
 
+import torch
+
+from .. import compat
 from ..saliency import pseudo_cls_attention
 from .base import EncoderRecord, FamilyAdapter, TokenView
 
 
 class LlavaOnevisionAdapter(FamilyAdapter):
     model_types = ("llava_onevision",)
-    rotary_fn = staticmethod(apply_rotary_pos_emb)  # the LLM is Qwen2
+    rotary = staticmethod(compat.qwen2_text_rotary)  # the LLM is Qwen2
 
     @property
     def vision_encoder(self):
@@ -104,8 +105,9 @@ class LlavaOnevisionAdapter(FamilyAdapter):
         """Crops -> packed image tokens via the model's own pack_image_features (newline rows kept)."""
         outer, cfg = self.model.model, self.model.config
         patching = [True] * len(sizes) if per_sample is None else [n == 1 for n in per_sample for _ in range(n)]
+        num_patches = compat.llava_onevision_num_patches()
         counts = [
-            image_size_to_num_patches(s, cfg.image_grid_pinpoints, cfg.vision_config.image_size) if do else 1
+            num_patches(s, cfg.image_grid_pinpoints, cfg.vision_config.image_size) if do else 1
             for s, do in zip(sizes, patching)
         ]
         sentinel = torch.full((channels.shape[-1],), float("nan"), device=channels.device)
@@ -154,3 +156,16 @@ class LlavaOnevisionAdapter(FamilyAdapter):
             grid_positions=grid.clamp(max=1 - 1e-6),
             structural=structural,
         )
+
+    def video_token_grids(self, input_ids: torch.Tensor, extras: dict) -> list[tuple[int, int, int]]:
+        """One video: frames x (side x side) pooled tokens (``apply_pooling`` halves each side, rounding up),
+        then the structural image-newline token, which is not part of the grid."""
+        n = int((input_ids[0] == self.visual_token_ids()["video"]).sum())
+        if n == 0:
+            return []
+        vc = self.model.config.vision_config
+        side = math.ceil(vc.image_size // vc.patch_size / 2)
+        frames, rest = divmod(n - 1, side * side)
+        if rest or frames < 1:
+            raise RuntimeError(f"{n} video tokens are not frames x {side}x{side} pooled tokens + one newline")
+        return [(frames, side, side)]

@@ -4,7 +4,8 @@ Vision encoder: ``model.model.visual`` (a ViT with 2-D rotary embeddings, attent
 temporal patch = 2 video frames, or one image; no [CLS]). Its last block feeds the ``PatchMerger``,
 which turns each 2x2 group of consecutive patches into one LLM token. Stage I therefore hooks the
 last block: the pseudo-CLS query of each attention unit (``cu_seqlens`` segment) over that block's
-rotary-embedded q / k, patch scores summed over each 2x2 merge group, keys averaged over it.
+rotary-embedded q / k, patch scores summed over each 2x2 merge group; VIC features are that block's
+keys *before* the rotary embedding (heads concatenated), averaged over the merge group.
 
 Language model: ``model.model.language_model`` (Qwen2 decoder with M-RoPE). Its forward receives the
 3-component position ids computed from the *unpruned* prompt (``get_rope_index``), so gathering
@@ -14,14 +15,15 @@ them keeps every surviving token at its original (t, h, w) position; ``rope_delt
 from __future__ import annotations
 
 import torch
-from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb, apply_rotary_pos_emb_vision
 
+from .. import compat
 from ..saliency import group_sum, pseudo_cls_attention
 from .base import EncoderRecord, FamilyAdapter, TokenView
 
+
 class Qwen2VLAdapter(FamilyAdapter):
     model_types = ("qwen2_vl",)
-    rotary_fn = staticmethod(apply_rotary_pos_emb)  # M-RoPE sections are already folded into cos / sin
+    rotary = staticmethod(compat.qwen2_vl_text_rotary)  # M-RoPE sections are already folded into cos / sin
 
     @property
     def vision_encoder(self):
@@ -47,21 +49,21 @@ class Qwen2VLAdapter(FamilyAdapter):
         visual = self.vision_encoder
         block = visual.blocks[-1].attn
         merge = visual.spatial_merge_size
+        rotate = compat.qwen2_vl_vision_rotary()
         call: dict = {}
 
         def on_visual(_module, args, kwargs):
             call.clear()
-            call["grid"] = kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
+            call["grid"] = compat.qwen_vision_grid(args, kwargs)
 
         def on_attn(_module, _args, kwargs):
-            call["rope"] = kwargs["position_embeddings"]
-            call["cu_seqlens"] = kwargs["cu_seqlens"]
+            call["rope"], call["cu_seqlens"] = compat.qwen_vision_attn_inputs(kwargs)
 
         def on_qkv(_module, _args, output):
             n = output.shape[0]
-            q, k, _ = output.reshape(n, 3, block.num_heads, -1).unbind(1)  # (n, H, d) each
+            q, keys, _ = output.reshape(n, 3, block.num_heads, -1).unbind(1)  # (n, H, d) each, before rotary
             cos, sin = call["rope"]
-            q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+            q, k = rotate(q, keys, cos, sin)
             cu = call["cu_seqlens"].to(q.device)
             patch_frames = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=q.device), cu.diff())
             scores = pseudo_cls_attention(q.transpose(0, 1), k.transpose(0, 1), patch_frames, scale=block.scaling)
@@ -71,7 +73,9 @@ class Qwen2VLAdapter(FamilyAdapter):
                     {
                         "saliency": group_sum(scores, group),
                         "frame_ids": patch_frames[::group],
-                        "features": k.reshape(n // group, group, -1).float().mean(1),
+                        # VIC features: the keys BEFORE the rotary embedding (spec: VIC has its own
+                        # spatial term; rotated keys would count position twice)
+                        "features": keys.reshape(n // group, group, -1).float().mean(1),
                         "grid_positions": self._grid_positions(call["grid"], merge, q.device),
                     }
                 )
@@ -104,3 +108,13 @@ class Qwen2VLAdapter(FamilyAdapter):
             cols = torch.arange(ww, device=device).repeat(hh) / ww
             out.append(torch.stack([rows, cols], dim=1).repeat(t, 1))
         return torch.cat(out)
+
+    def video_token_grids(self, input_ids: torch.Tensor, extras: dict) -> list[tuple[int, int, int]]:
+        """``video_grid_thw`` (patches) with the 2x2 spatial merge: one temporal patch = 2 frames."""
+        if not bool((input_ids[0] == self.visual_token_ids()["video"]).any()):
+            return []
+        grid = extras.get("video_grid_thw")
+        if grid is None:
+            raise RuntimeError("the Qwen2-VL video token layout needs the processor's video_grid_thw in the extras")
+        merge = self.vision_encoder.spatial_merge_size
+        return [(int(t), int(h) // merge, int(w) // merge) for t, h, w in grid.tolist()]

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .base import EntryContext, LayerChoice, LayerContext, Method
 from .baselines import DivPruneMethod, FastVMethod, UniformMethod
+from .evs import EVSMethod
 from .vitcop import VitcopMethod
 
 _REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls for cls in (VitcopMethod, FastVMethod, DivPruneMethod, UniformMethod)
+    cls.name: cls for cls in (VitcopMethod, FastVMethod, DivPruneMethod, UniformMethod, EVSMethod)
 }
 
 

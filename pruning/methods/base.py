@@ -10,6 +10,7 @@ A method declares
 - ``needs_encoder_capture``: whether the adapter's Stage-I encoder hooks must run;
 
 and implements
+- ``planned_stages()``: the counts it planned (checked against what ran after each prefill);
 - ``enter(ctx) -> LongTensor``: at the LLM's entry, the indices (into ``ctx.visual_positions``,
   sorted) of the visual tokens that enter layer 0;
 - ``at_layer(layer, ctx) -> LayerChoice | None``: at a prune layer, which current visual tokens
@@ -90,6 +91,12 @@ class Method:
         raise NotImplementedError
 
     def at_layer(self, layer: int, ctx: LayerContext) -> LayerChoice | None:
+        return None
+
+    def planned_stages(self) -> list[int] | None:
+        """The visual-token counts this method planned for the last prompt: [after entry, after each
+        prune layer]. The engine checks them against what ran (``pruning.verify``); None = no count
+        plan (only the structure — every hook fired, every prune layer ran, caches match — is checked)."""
         return None
 
     # helpers for subclasses

@@ -21,10 +21,16 @@ from .base import EntryContext, LayerChoice, LayerContext, Method
 class _BeforeLLM(Method):
     """Prune once, at the LLM's entry, to R = round(r * N) visual tokens."""
 
+    planned: int | None = None
+
     def enter(self, ctx: EntryContext) -> torch.Tensor:
         n = ctx.visual_positions.numel()
         r = single_cut_budget(n, self.shape.layers, self.preset.ratio, cut_layer=0)
+        self.planned = min(r, n)
         return self.choose(ctx, r) if r < n else torch.arange(n, device=ctx.visual_positions.device)
+
+    def planned_stages(self) -> list[int]:
+        return [self.planned]
 
     def choose(self, ctx: EntryContext, r: int) -> torch.Tensor:
         raise NotImplementedError
@@ -63,7 +69,11 @@ class FastVMethod(Method):
     def enter(self, ctx: EntryContext) -> torch.Tensor:
         n = ctx.visual_positions.numel()
         self.budget = single_cut_budget(n, self.shape.layers, self.preset.ratio, cut_layer=self.k)
+        self.n_entered = n
         return torch.arange(n, device=ctx.visual_positions.device)
+
+    def planned_stages(self) -> list[int]:
+        return [self.n_entered, min(self.budget, self.n_entered)]
 
     def at_layer(self, layer: int, ctx: LayerContext) -> LayerChoice | None:
         n_visual = int(ctx.visual.sum())

@@ -55,6 +55,12 @@ class VitcopMethod(Method):
             self.groups = frame_group_ids(labels, frames)
         return kept
 
+    def planned_stages(self) -> list[int]:
+        """[V, Rs, Rd], where a stage whose budget is not below the current count keeps all."""
+        b = self.budget
+        after_shallow = b.Rs if b.Rs < b.V else b.V
+        return [b.V, after_shallow, b.Rd if b.Rd < after_shallow else after_shallow]
+
     def _vic(self, features, positions, frame_ids) -> torch.Tensor:
         """VIC per frame; labels are local to each frame (``frame_group_ids`` makes them global)."""
         labels = torch.full((features.shape[0],), -1, dtype=torch.long, device=features.device)

@@ -1,0 +1,174 @@
+"""The one module that knows transformers' internals (names, keywords, signatures) the engine relies on.
+
+transformers renames internals every few releases (5.24 renamed the ``past_key_values`` keyword of every
+model / decoder forward to ``cache``), and a hook that reads a stale name silently stops pruning. So the
+engine and the adapters never spell a transformers-internal name themselves: they ask this module, and
+every answer here is written to survive the renames we know of and to fail loudly on ones we do not.
+
+Contract:
+- ``TESTED_RANGE`` is the inclusive range of transformers minor versions the test suite passes on;
+  ``pyproject.toml`` declares exactly that range. ``version_note()`` says whether the installed release
+  is inside it (used in every "pruning was not applied as planned" error and by ``vitcop doctor``).
+- Cache: :func:`find_cache` finds the KV cache among a forward's keyword arguments under any known name
+  and, failing that, by type (any :class:`transformers.Cache` value), so a further rename cannot make a
+  decode step look like a prefill. :func:`cache_length` / :func:`output_cache` read it.
+- Decoder-layer calls: :func:`layer_hidden` / :func:`with_layer_hidden` (hidden states come
+  positionally or as ``hidden_states``), and the keyword names ``ROPE`` (``position_embeddings``, a
+  (cos, sin) pair of (b, S, head_dim)), ``MASK`` (``attention_mask``), ``POSITION_IDS``.
+- Rotary helpers the adapters use (imported lazily, so importing this module imports no model code).
+
+Names the engine still depends on (listed for the maintainers; see also the adapters' docstrings):
+forward keywords ``input_ids``, ``inputs_embeds``, ``attention_mask``, ``position_ids``,
+``position_embeddings``, ``hidden_states``, ``labels``, ``use_cache``, ``cache`` / ``past_key_values``;
+``Cache.get_seq_length(layer)``; ``DynamicCache``; model attributes ``model.model.language_model``,
+``.layers``, ``.self_attn.{q,k}_proj``; the rotary functions below; ``config.get_text_config()``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+#: inclusive (lowest, highest) transformers minor versions the suite is run on
+TESTED_RANGE = ((5, 20), (5, 24))
+
+ROPE = "position_embeddings"
+MASK = "attention_mask"
+POSITION_IDS = "position_ids"
+HIDDEN = "hidden_states"
+#: the KV-cache keyword, newest spelling first (5.24 renamed past_key_values -> cache)
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
+# ---- versions ------------------------------------------------------------------------------
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
+def _minor(version: str) -> tuple[int, int]:
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def tested_range_text() -> str:
+    (a, b), (c, d) = TESTED_RANGE
+    return f"{a}.{b}-{c}.{d}"
+
+
+def in_tested_range(version: str | None = None) -> bool:
+    v = _minor(version or transformers_version())
+    return TESTED_RANGE[0] <= v <= TESTED_RANGE[1]
+
+
+def version_note() -> str:
+    """One clause for error messages: the installed transformers and whether it is in the tested range."""
+    v = transformers_version()
+    where = "inside" if in_tested_range(v) else "outside"
+    return f"transformers {v} is {where} the tested range {tested_range_text()}"
+
+
+# ---- KV cache ------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _cache_types():
+    from transformers.cache_utils import Cache, DynamicCache
+
+    return Cache, DynamicCache
+
+
+def find_cache(kwargs: dict):
+    """The KV cache passed to a forward (any known keyword, else any Cache-typed value), or None."""
+    for name in CACHE_KWARGS:
+        if kwargs.get(name) is not None:
+            return kwargs[name]
+    cache_type = _cache_types()[0]
+    for value in kwargs.values():
+        if isinstance(value, cache_type):
+            return value
+    return None
+
+
+def cache_length(cache, layer: int = 0) -> int:
+    """Tokens held by ``layer``'s KV cache (0 for no cache)."""
+    return 0 if cache is None else int(cache.get_seq_length(layer))
+
+
+def output_cache(output):
+    """The KV cache a model / language-model forward returned (``cache`` or ``past_key_values``)."""
+    for name in CACHE_KWARGS:
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def is_dynamic_cache(cache) -> bool:
+    """True for the growing per-layer cache the engine supports (not static / quantized / offloaded)."""
+    return type(cache) is _cache_types()[1]
+
+
+# ---- decoder-layer calls -------------------------------------------------------------------
+def layer_hidden(args: tuple, kwargs: dict):
+    """The hidden states a decoder layer was called with, (b, S, D)."""
+    return args[0] if args else kwargs[HIDDEN]
+
+
+def with_layer_hidden(args: tuple, kwargs: dict, hidden) -> tuple[tuple, dict]:
+    """(args, kwargs) with the hidden states replaced, in whichever slot they came."""
+    if args:
+        return (hidden, *args[1:]), kwargs
+    kwargs[HIDDEN] = hidden
+    return args, kwargs
+
+
+def layer_rope(kwargs: dict, layer: int):
+    """The (cos, sin) rotary embeddings a decoder layer received; a clear error if the name moved."""
+    rope = kwargs.get(ROPE)
+    if rope is None:
+        raise RuntimeError(
+            f"decoder layer {layer} received no {ROPE!r}: the engine cannot place survivors; {version_note()}"
+        )
+    return rope
+
+
+# ---- rotary helpers the adapters use -------------------------------------------------------
+def qwen2_vl_text_rotary():
+    """Qwen2-VL's ``apply_rotary_pos_emb(q, k, cos, sin)`` (M-RoPE sections already folded into cos / sin)."""
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb
+
+
+def qwen2_vl_vision_rotary():
+    """Qwen2-VL's vision ``apply_rotary_pos_emb_vision(q, k, cos, sin)``, q / k (n, H, d)."""
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    return apply_rotary_pos_emb_vision
+
+
+def qwen2_text_rotary():
+    """Qwen2's ``apply_rotary_pos_emb(q, k, cos, sin)`` (the LLM of LLaVA-OneVision)."""
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb
+
+
+def llava_onevision_num_patches():
+    """LLaVA-OneVision's ``image_size_to_num_patches(image_size, grid_pinpoints, patch_size)``."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+    return image_size_to_num_patches
+
+
+# ---- vision-encoder hook points ------------------------------------------------------------
+def qwen_vision_grid(args: tuple, kwargs: dict):
+    """``grid_thw`` (n_inputs, 3) of a Qwen-VL vision-encoder call (keyword or 2nd positional)."""
+    return kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
+
+
+def qwen_vision_attn_inputs(kwargs: dict):
+    """((cos, sin), cu_seqlens) a Qwen-VL vision attention block receives."""
+    return kwargs[ROPE], kwargs["cu_seqlens"]

@@ -1,0 +1,58 @@
+"""Run-time proof that what ran is what the method planned (never report an unpruned run as pruned).
+
+After every prefill under a non-identity method on a prompt with visual tokens, the engine calls
+:func:`check_prefill`. It compares the engine's record of the prefill with the method's plan and with
+the KV cache transformers actually filled, and raises :class:`PruningNotApplied` — naming the installed
+transformers release and the tested range — when hooks did not fire, a stage was skipped, a stage kept
+another number of tokens than budgeted, or any layer cached another number of tokens than it processed.
+
+Generation modes the engine cannot serve are refused before they run, with :class:`UnsupportedGeneration`.
+"""
+
+from __future__ import annotations
+
+from . import compat
+
+
+class PruningNotApplied(RuntimeError):
+    """Pruning did not run as planned (typically: a transformers release moved an internal)."""
+
+
+class UnsupportedGeneration(ValueError):
+    """A generation mode the pruning engine cannot serve correctly (refused before it runs)."""
+
+
+def fail(detail: str) -> PruningNotApplied:
+    return PruningNotApplied(
+        f"pruning was not applied as planned ({detail}); {compat.version_note()}; "
+        "install a supported version or report this"
+    )
+
+
+def check_prefill(state, prune_layers, planned, n_layers: int, cache) -> None:
+    """Raise :class:`PruningNotApplied` unless the prefill in ``state`` matches the plan.
+
+    state: the engine's ``PrefillState``; prune_layers: the method's prune layers (sorted);
+    planned: the method's planned visual counts [after entry, after each prune layer] or None;
+    cache: the KV cache the language model returned (None if it returned none).
+    """
+    missing = [layer for layer in range(n_layers) if layer not in state.layer_seen]
+    if missing:
+        raise fail(f"the hooks of decoder layer(s) {_few(missing)} did not run")
+    ran = [layer for layer, _ in state.stages[1:]]
+    if ran != sorted(prune_layers):
+        raise fail(f"prune layers {sorted(prune_layers)} planned, {ran} ran")
+    counts = [count for _, count in state.stages]
+    if planned is not None and counts != list(planned):
+        raise fail(f"visual tokens per stage {counts}, planned {list(planned)}")
+    if cache is None:
+        raise fail("the language model returned no KV cache")
+    for layer in range(n_layers):
+        expected = state.cached(layer).numel()
+        got = compat.cache_length(cache, layer)
+        if got != expected:
+            raise fail(f"layer {layer} cached {got} tokens, expected {expected}")
+
+
+def _few(items: list[int]) -> str:
+    return ", ".join(map(str, items[:6])) + (" ..." if len(items) > 6 else "")
