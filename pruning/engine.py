@@ -30,7 +30,7 @@ visual tokens for the report, returning nothing), so the computation is untouche
   layer 0's cache exactly as long as the engine left it.
 - Never silent: after each prefill the engine checks what ran against the method's plan and the
   cache transformers filled (:mod:`pruning.verify`), and raises ``PruningNotApplied`` otherwise.
-  Modes it cannot serve are refused up front (``UnsupportedGeneration``): ``use_cache=False``,
+  Modes it cannot serve are refused up front (``UnsupportedGeneration``): ``generate(use_cache=False)``,
   ``labels=``, chunked prefill, continuing a non-empty cache with several tokens, non-dynamic caches,
   dict-valued masks. A pruned ``model(...)`` call returns outputs per *surviving* token (logits of
   length S', not S), which is why ``labels`` are refused.
@@ -105,6 +105,8 @@ class PruningHandle:
         self._input_ids: torch.Tensor | None = None
         self._extras: dict = {}
         self._in_prefill = False
+        self._uncached_ids: torch.Tensor | None = None  # prompt of the last use_cache=False forward
+        self._expect_cache = True
         self._watch = Stopwatch(next(model.parameters()).device)
         self._n_observed: int | None = None  # identity: N seen at the last prefill (report only)
         if self.method.is_identity:
@@ -164,17 +166,28 @@ class PruningHandle:
 
     # ---- hooks ---------------------------------------------------------------------------
     def _on_model(self, _module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
         if not self.method.is_identity:
-            self._refuse_unsupported(kwargs)
+            self._refuse_unsupported(kwargs, input_ids)
         if compat.cache_length(compat.find_cache(kwargs)) == 0:
-            self._input_ids = kwargs.get("input_ids", args[0] if args else None)
+            self._input_ids = input_ids
             self._extras.update({k: kwargs[k] for k in EXTRA_INPUTS if kwargs.get(k) is not None})
 
-    def _refuse_unsupported(self, kwargs) -> None:
-        """Generation modes whose output would be wrong under pruning: refused before they run."""
+    def _refuse_unsupported(self, kwargs, input_ids) -> None:
+        """Generation modes whose output would be wrong under pruning: refused before they run.
+
+        ``use_cache=False`` is fine for one forward (outputs per surviving token), but a cache-less call
+        whose prompt extends the previous cache-less prompt is ``generate(use_cache=False)`` re-running
+        the whole sequence each step — refused."""
         why = None
-        if kwargs.get("use_cache") is False:
-            why = "use_cache=False (pruning keeps per-layer KV caches; generate with the cache on)"
+        uncached = kwargs.get("use_cache") is False
+        previous, self._uncached_ids = self._uncached_ids, (input_ids if uncached else None)
+        if (
+            uncached and previous is not None and input_ids is not None
+            and input_ids.shape[-1] > previous.shape[-1]
+            and torch.equal(input_ids[..., : previous.shape[-1]], previous)
+        ):
+            why = "generate(use_cache=False) (pruning keeps per-layer KV caches; generate with the cache on)"
         elif kwargs.get("labels") is not None:
             why = "labels= (a pruned forward returns logits per surviving token, not per prompt token)"
         elif getattr(getattr(self.model, "generation_config", None), "prefill_chunk_size", None):
@@ -211,6 +224,7 @@ class PruningHandle:
             )
         new_tokens = kwargs["inputs_embeds"].shape[1]
         self._in_prefill = past == 0
+        self._expect_cache = kwargs.get("use_cache") is not False
         if not self._in_prefill:
             if new_tokens > 1:
                 raise UnsupportedGeneration(
@@ -243,8 +257,14 @@ class PruningHandle:
             state = self.last
             if self._in_prefill and state is not None:
                 cache = compat.output_cache(output)
-                check_prefill(state, self.method.prune_layers, self.method.planned_stages(), self.shape.layers, cache)
-                state.cache_lengths = [compat.cache_length(cache, layer) for layer in range(self.shape.layers)]
+                check_prefill(
+                    state, self.method.prune_layers, self.method.planned_stages(), self.shape.layers, cache,
+                    expect_cache=self._expect_cache,
+                )
+                state.cache_lengths = [
+                    compat.cache_length(cache, layer) if cache is not None else state.cached(layer).numel()
+                    for layer in range(self.shape.layers)
+                ]
                 self._watch.settle()
         finally:
             self._keys.clear()

@@ -29,12 +29,13 @@ def fail(detail: str) -> PruningNotApplied:
     )
 
 
-def check_prefill(state, prune_layers, planned, n_layers: int, cache) -> None:
+def check_prefill(state, prune_layers, planned, n_layers: int, cache, *, expect_cache: bool = True) -> None:
     """Raise :class:`PruningNotApplied` unless the prefill in ``state`` matches the plan.
 
     state: the engine's ``PrefillState``; prune_layers: the method's prune layers (sorted);
     planned: the method's planned visual counts [after entry, after each prune layer] or None;
-    cache: the KV cache the language model returned (None if it returned none).
+    cache: the KV cache the language model returned (None if it returned none); expect_cache: False
+    for a ``use_cache=False`` forward (then only the plan is checked).
     """
     missing = [layer for layer in range(n_layers) if layer not in state.layer_seen]
     if missing:
@@ -46,6 +47,8 @@ def check_prefill(state, prune_layers, planned, n_layers: int, cache) -> None:
     if planned is not None and counts != list(planned):
         raise fail(f"visual tokens per stage {counts}, planned {list(planned)}")
     if cache is None:
+        if not expect_cache:
+            return
         raise fail("the language model returned no KV cache")
     for layer in range(n_layers):
         expected = state.cached(layer).numel()

@@ -16,6 +16,7 @@ import torch
 from pruning import compat
 
 import pruning
+from pruning.oracles import KeyMask, dropped_before
 from pruning.budget import stage_budgets
 from pruning.presets import Preset, load_preset
 from vitcop_cli import api
@@ -88,32 +89,6 @@ def _hook_ids(model) -> set:
 
 
 # ---- 2. drop == mask --------------------------------------------------------------------
-class KeyMask:
-    """Unpruned reference: from layer ``start`` on, keys at ``dropped`` prompt positions are masked."""
-
-    def __init__(self, model, adapter, dropped: torch.Tensor, start: int):
-        self.dropped, self.hooks = dropped, []
-        for layer in range(start, len(adapter.decoder_layers)):
-            self.hooks.append(adapter.decoder_layers[layer].register_forward_pre_hook(self._hook, with_kwargs=True))
-
-    def _hook(self, module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        q = hidden.shape[1]
-        past = compat.cache_length(compat.find_cache(kwargs), module.self_attn.layer_idx)
-        kv = past + q
-        rows = torch.arange(past, kv)[:, None]
-        cols = torch.arange(kv)[None, :]
-        allowed = (cols <= rows) & ~torch.isin(cols, self.dropped)
-        mask = torch.zeros(1, 1, q, kv, dtype=hidden.dtype)
-        kwargs["attention_mask"] = mask.masked_fill(~allowed, torch.finfo(hidden.dtype).min)
-        kwargs["position_ids"] = None
-        return args, kwargs
-
-    def remove(self):
-        for h in self.hooks:
-            h.remove()
-
-
 DEEP_ONLY = Preset(name="deep-only", ratio=1.0, vision_keep=1.0, cluster_fraction=0.18, deep_divisor=5.0)
 STAGE1_ONLY = Preset(name="stage1-only", ratio=1.0, vision_keep=0.5, cluster_fraction=0.18, deep_divisor=1.0)
 
@@ -140,9 +115,7 @@ def test_dropping_equals_masking(loaded, prepared, key, preset):
 def assert_matches_masked_reference(session, inputs, state, start: int, tokens, scores) -> None:
     """The pruned run's greedy tokens / logits equal an unpruned run that masks, from layer
     ``start`` on, the keys of every visual token that layer ``start`` no longer saw."""
-    seen = set(state.kept_orig[state.cached(start)].tolist())
-    visual = session.adapter.visual_mask(inputs["input_ids"])[0].nonzero().flatten().tolist()
-    dropped = torch.tensor([i for i in visual if i not in seen])
+    dropped = dropped_before(session.adapter, inputs["input_ids"], state, start)
     assert dropped.numel() > 0
     reference = KeyMask(session.model, session.adapter, dropped, start)
     try:
