@@ -124,6 +124,11 @@ def with_layer_hidden(args: tuple, kwargs: dict, hidden) -> tuple[tuple, dict]:
     return args, kwargs
 
 
+def layer_output_hidden(output):
+    """The hidden states a decoder layer returned (a tensor, or the first item of a tuple)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
 def layer_rope(kwargs: dict, layer: int):
     """The (cos, sin) rotary embeddings a decoder layer received; a clear error if the name moved."""
     rope = kwargs.get(ROPE)
@@ -145,6 +150,34 @@ def qwen2_vl_text_rotary():
 def qwen2_vl_vision_rotary():
     """Qwen2-VL's vision ``apply_rotary_pos_emb_vision(q, k, cos, sin)``, q / k (n, H, d)."""
     from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
+
+    return apply_rotary_pos_emb_vision
+
+
+def qwen2_5_vl_text_rotary():
+    """Qwen2.5-VL's ``apply_rotary_pos_emb(q, k, cos, sin)`` (M-RoPE sections already folded into cos / sin)."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb
+
+
+def qwen2_5_vl_vision_rotary():
+    """Qwen2.5-VL's vision ``apply_rotary_pos_emb_vision(q, k, cos, sin)``, q / k (n, H, d)."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+
+    return apply_rotary_pos_emb_vision
+
+
+def qwen3_vl_text_rotary():
+    """Qwen3-VL's ``apply_rotary_pos_emb(q, k, cos, sin)`` (interleaved M-RoPE already folded into cos / sin)."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb
+
+
+def qwen3_vl_vision_rotary():
+    """Qwen3-VL's vision ``apply_rotary_pos_emb_vision(q, k, cos, sin)``, q / k (n, H, d)."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
 
     return apply_rotary_pos_emb_vision
 
@@ -172,3 +205,54 @@ def qwen_vision_grid(args: tuple, kwargs: dict):
 def qwen_vision_attn_inputs(kwargs: dict):
     """((cos, sin), cu_seqlens) a Qwen-VL vision attention block receives."""
     return kwargs[ROPE], kwargs["cu_seqlens"]
+
+
+def qwen_vision_window_index(visual, args: tuple, kwargs: dict):
+    """Qwen2.5-VL: ``window_index`` (n_tokens,) of a vision-encoder call — the permutation, at merge-unit
+    (= LLM token) granularity, that the encoder applies before its blocks (window order); the merger's
+    output is put back with ``argsort(window_index)``. Taken from the call's precomputed keyword when
+    given, else computed with transformers' own ``get_vision_window_index`` from ``grid_thw`` and the
+    encoder's ``spatial_merge_size`` / ``window_size`` / ``patch_size``."""
+    if kwargs.get("window_index") is not None and kwargs.get("cu_window_seqlens") is not None:
+        return kwargs["window_index"]
+    from transformers.vision_utils import get_vision_window_index
+
+    index, _ = get_vision_window_index(
+        qwen_vision_grid(args, kwargs),
+        spatial_merge_size=visual.spatial_merge_size,
+        window_size=visual.window_size,
+        patch_size=visual.patch_size,
+    )
+    return index
+
+
+# ---- DeepStack (Qwen3-VL): per-layer visual additions inside the language model ---------------
+#: keywords of the Qwen3-VL language-model forward that carry DeepStack: a (b, S) bool mask of the visual
+#: positions and a list (one per early decoder layer) of (n_visual, D) rows added after that layer
+VISUAL_POS_MASKS = "visual_pos_masks"
+DEEPSTACK_EMBEDS = "deepstack_visual_embeds"
+
+
+def take_deepstack(kwargs: dict):
+    """Remove DeepStack from a Qwen3-VL language-model call's ``kwargs``; returns (mask (b, S) bool or None,
+    [rows (n_visual, D)] or None). With the embeds set to None the model's layer loop skips its own
+    DeepStack step. A clear error if the model took them under another name (a rename)."""
+    if DEEPSTACK_EMBEDS not in kwargs and VISUAL_POS_MASKS not in kwargs:
+        raise RuntimeError(
+            f"the language model received neither {DEEPSTACK_EMBEDS!r} nor {VISUAL_POS_MASKS!r}: DeepStack moved "
+            f"and the engine cannot carry it to the survivors; {version_note()}"
+        )
+    embeds, mask = kwargs.get(DEEPSTACK_EMBEDS), kwargs.get(VISUAL_POS_MASKS)
+    kwargs[DEEPSTACK_EMBEDS] = None
+    kwargs[VISUAL_POS_MASKS] = None
+    return mask, embeds
+
+
+# ---- processor inputs ----------------------------------------------------------------------
+def video_metadata(total_frames: int, fps: float | None, indices: list[int]):
+    """transformers' ``VideoMetadata`` for frames sampled elsewhere: the source's frame count and fps and
+    the indices of the sampled frames (Qwen2.5-VL derives ``second_per_grid_ts`` from it, Qwen3-VL the
+    ``<t seconds>`` timestamps of its prompt)."""
+    from transformers.video_utils import VideoMetadata
+
+    return VideoMetadata(total_num_frames=int(total_frames), fps=fps, frames_indices=list(indices))

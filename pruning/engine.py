@@ -34,6 +34,10 @@ visual tokens for the report, returning nothing), so the computation is untouche
   ``labels=``, chunked prefill, continuing a non-empty cache with several tokens, non-dynamic caches,
   dict-valued masks. A pruned ``model(...)`` call returns outputs per *surviving* token (logits of
   length S', not S), which is why ``labels`` are refused.
+- Per-layer visual additions (Qwen3-VL DeepStack): when the adapter declares them, the engine takes
+  them out of the language model's kwargs at entry (``adapter.take_layer_additions``), gathers the rows
+  to the survivors at every cut (a merged token carries its anchor's row) and adds them after the
+  decoder layer, at the survivors' current positions, with the model's own arithmetic.
 - Timing: :class:`pruning.timing.Stopwatch` (CUDA events, one synchronisation per prefill).
 
 Index spaces: "orig" = the prompt as tokenised (length S); "seq" = the sequence entering layer 0
@@ -77,6 +81,9 @@ class PrefillState:
     stages: list[tuple[int, int]] = field(default_factory=list)  # (layer, visual tokens from there on);
     # layer 0 = after the entry cut, then one row per prune layer of the method (even if it kept all)
     gathered: dict | None = None  # rope / mask gathered for the current survivors
+    visual_idx: torch.Tensor | None = None  # (n_visual_cur,) current positions of the visual tokens
+    additions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (n_visual_cur, D) rows to add
+    # after that layer (DeepStack), gathered to the survivors; a merged token carries its anchor's row
     decoded: int = 0  # tokens appended by decode steps since the prefill
     cache_lengths: list[int] | None = None  # per layer, as transformers' cache reported after the prefill
 
@@ -155,6 +162,9 @@ class PruningHandle:
             self._hooks.append(
                 ad.decoder_layers[layer].register_forward_pre_hook(self._layer_hook(layer), with_kwargs=True)
             )
+        if ad.has_layer_additions:
+            for layer in range(self.shape.layers):
+                self._hooks.append(ad.decoder_layers[layer].register_forward_hook(self._addition_hook(layer)))
         for layer in set(m.key_layers) | set(m.query_layers):  # after the gathering hooks above
             self._hooks.append(
                 ad.decoder_layers[layer].register_forward_pre_hook(self._rope_catcher(layer), with_kwargs=True)
@@ -300,6 +310,14 @@ class PruningHandle:
             n_visual_cur=kept.numel(),
             stages=[(0, kept.numel())],
         )
+        additions = self.adapter.take_layer_additions(kwargs) or {}
+        for layer, rows in additions.items():
+            if rows.shape[0] != visual_pos.numel():
+                raise RuntimeError(
+                    f"layer {layer} visual additions have {rows.shape[0]} rows for {visual_pos.numel()} visual tokens"
+                )
+        state.additions = {layer: rows[kept.to(rows.device)] for layer, rows in additions.items()}
+        state.visual_idx = state.visual.nonzero().flatten()
         keep = kept_orig.to(embeds.device)
         kwargs["inputs_embeds"] = embeds[:, keep]
         pos = kwargs.get(compat.POSITION_IDS)
@@ -352,6 +370,19 @@ class PruningHandle:
                 return compat.with_layer_hidden(args, kwargs, hidden)
         return hook
 
+    def _addition_hook(self, layer: int):
+        """After decoder layer ``layer`` in the prefill: add its visual rows at the survivors' positions
+        (the same in-place arithmetic as the model's own DeepStack step)."""
+        def hook(_module, _args, output):
+            state = self.last
+            if not self._in_prefill or state is None or layer not in state.additions:
+                return None
+            hidden = compat.layer_output_hidden(output)
+            idx = state.visual_idx.to(hidden.device)
+            hidden[0, idx, :] = hidden[0, idx, :] + state.additions[layer].to(hidden.dtype)
+            return None
+        return hook
+
     def _decode_layer(self, layer: int, args, kwargs):
         """Slice a decode-step mask (built for layer 0's cache) to this layer's cached columns."""
         mask = kwargs.get(compat.MASK)
@@ -374,6 +405,8 @@ class PruningHandle:
         state.cur = state.cur[keep_local.to(state.cur.device)]
         state.visual = state.visual[keep_local.to(state.visual.device)]
         state.n_visual_cur = choice.keep.numel()
+        state.visual_idx = state.visual.nonzero().flatten()
+        state.additions = {layer: rows[choice.keep.to(rows.device)] for layer, rows in state.additions.items()}
         return new_hidden
 
     @staticmethod

@@ -143,10 +143,23 @@ class FamilyAdapter:
         return torch.zeros(inputs_embeds.shape[1], dtype=torch.bool, device=inputs_embeds.device)
 
     def processor_kwargs(
-        self, processor, kind: str, *, max_pixels: int | None, min_pixels: int | None
+        self, processor, kind: str, *, max_pixels: int | None, min_pixels: int | None, visual=None
     ) -> tuple[dict, list[str]]:
-        """Extra kwargs for ``processor(...)`` for a ``kind`` ("video"/"image") input, plus warnings."""
+        """Extra kwargs for ``processor(...)`` for a ``kind`` ("video"/"image") input, plus warnings.
+
+        ``visual``: the decoded input (``vitcop_cli.video.Visual``: source fps, frame count, sampled frame
+        indices), for families whose prompt or positions depend on the frames' times; may be None."""
         return {}, []
+
+    #: True when the model adds per-layer visual features inside the LLM (Qwen3-VL DeepStack); the engine
+    #: then takes them over with :meth:`take_layer_additions` and re-applies them to the survivors.
+    has_layer_additions: ClassVar[bool] = False
+
+    def take_layer_additions(self, kwargs: dict) -> dict[int, torch.Tensor] | None:
+        """At the language model's prefill entry: remove the model's own per-layer visual additions from
+        its forward ``kwargs`` and return ``{layer: rows (N, D)}`` — rows aligned with the prunable visual
+        positions in sequence order — to be added after decoder layer ``layer`` (None: no additions)."""
+        return None
 
     # ---- Stage I -------------------------------------------------------------------------
     def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
