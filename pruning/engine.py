@@ -62,7 +62,7 @@ from .verify import PruningNotApplied, UnsupportedGeneration, check_prefill, fai
 __all__ = ["PruningHandle", "PruningNotApplied", "UnsupportedGeneration", "attach"]
 
 # Processor outputs that an adapter's token forming may need besides the encoder's own inputs.
-EXTRA_INPUTS = ("image_sizes", "batch_num_images")
+EXTRA_INPUTS = ("image_sizes", "batch_num_images", "video_grid_thw")
 
 
 @dataclass
@@ -147,7 +147,8 @@ class PruningHandle:
 
     def bind(self, inputs: dict) -> "PruningHandle":
         """Hand over processor outputs that token forming may need but ``generate`` does not pass to
-        ``forward`` (LLaVA-OneVision images: ``image_sizes``, ``batch_num_images``)."""
+        ``forward`` (LLaVA-OneVision images: ``image_sizes``, ``batch_num_images``; the video token grid
+        ``video_grid_thw`` for methods that need the temporal layout)."""
         self._extras.update({k: inputs[k] for k in EXTRA_INPUTS if inputs.get(k) is not None})
         return self
 

@@ -39,6 +39,6 @@ def ratio_warning(report: PruningReport, requested: float, n_layers: int) -> str
         return None
     return (
         f"{report.method} reached layer-averaged ratio {achieved:.3f}, not the preset's {requested:.3f} "
-        f"(budget clamped on this {n_layers}-layer model with N = {report.n_visual}); "
+        f"(its budget clamps on this clip / {n_layers}-layer model, N = {report.n_visual}); "
         "FLOPs and speed-ups are for the achieved ratio"
     )

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import torch
 
-from ..evs import evs_select
+from ..evs import evs_retained_count, evs_select
 from .base import EntryContext, Method
 
 
 class EVSMethod(Method):
     name = "evs"
     description = "EVS (vLLM/SGLang): keep video tokens that changed most since the previous temporal patch"
+
+    planned: int | None = None
+
+    def planned_stages(self) -> list[int]:
+        """[visual tokens entering the LLM]: the image tokens plus each video's retained count."""
+        return [self.planned]
 
     def enter(self, ctx: EntryContext) -> torch.Tensor:
         positions = ctx.visual_positions
@@ -30,6 +36,7 @@ class EVSMethod(Method):
         if sum(sizes) != video.numel():
             raise RuntimeError(f"video token layout {grids} does not cover the prompt's {video.numel()} video tokens")
         q = 1.0 - self.preset.ratio
+        self.planned = positions.numel() - video.numel() + sum(evs_retained_count(h * w, t, q) for t, h, w in grids)
         embeds = ctx.inputs_embeds[0]
         for (_, h, w), part in zip(grids, torch.split(video, sizes)):
             chosen = evs_select(embeds[positions[part].to(embeds.device)], h * w, q).to(positions.device)

@@ -1,0 +1,116 @@
+"""The ``vitcop serve`` command (registered on the CLI app by :mod:`vitcop_cli.app`): parse, validate,
+bind, load the model once, serve.
+
+Contract: options are validated (the shared run-option checks, then :meth:`ServeConfig.check`) and
+the address is bound before the model is loaded, so a bad option or a taken port fails in a second
+with one line and exit status 2. Missing ``serve`` extra -> exit 2 naming the install command.
+Once the server stops on SIGINT / SIGTERM the command returns: exit status 0. Importing this module
+is cheap (no FastAPI, no torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import cli_options as o
+from ..errors import InputError
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def serve_cmd(
+    model: o.Model = o.DEFAULT_MODEL,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes the server to the network)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port, printed at start)."),
+    preset: str = typer.Option(
+        "1_3", "--preset", "-p", help="Default pruning preset; a request may pick a built-in one under \"vitcop\"."
+    ),
+    method: str = typer.Option("vitcop", "--method", help="Default pruning method (see `vitcop methods`)."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="VITCOP_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/* requests."
+    ),
+    allowed_media_root: Optional[list[Path]] = typer.Option(
+        None, "--allowed-media-root", metavar="DIR",
+        help="Allow file:// URLs and absolute paths inside DIR (repeatable; symlinks resolved). Default: none.",
+    ),
+    allow_remote_media: bool = typer.Option(
+        False, "--allow-remote-media", metavar="",
+        help="Allow http(s):// media URLs (downloaded with size and time limits; trusted clients only).",
+    ),
+    max_queue: int = typer.Option(16, "--max-queue", help="Requests that may wait; beyond that: 429 + Retry-After."),
+    request_timeout: float = typer.Option(
+        600.0, "--request-timeout", help="Seconds from admission to the full answer; past it: 504, generation stopped."
+    ),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body (MiB); beyond: 413."),
+    max_media_mb: float = typer.Option(64.0, "--max-media-mb", help="Largest media file / data: URL / download (MiB)."),
+    fps: o.Fps = None,
+    frames: o.Frames = None,
+    max_frames: o.MaxFrames = 768,
+    max_pixels: o.MaxPixels = None,
+    min_pixels: o.MinPixels = None,
+    max_new_tokens: o.MaxNewTokens = 256,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "auto",
+    log_level: str = typer.Option("info", "--log-level", help="Server log level: " + ", ".join(_LOG_LEVELS) + "."),
+    offline: o.Offline = False,
+    debug: o.Debug = False,
+) -> None:
+    """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions with video_url / image_url).
+
+    Loads the model once and answers one request at a time; the rest wait in a bounded queue.
+    Binds to 127.0.0.1 unless --host says otherwise. Ctrl-C / SIGTERM: stop, cancel in-flight work, exit 0.
+    """
+    from rich.markup import escape
+
+    from ..app import _fail, _state, err
+
+    _state["debug"] = debug
+    sock = None
+    try:
+        from .. import api, options
+        from .config import ServeConfig
+
+        options.check_run_options(  # fail fast, before loading a model
+            [preset], [method], fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+            min_pixels=min_pixels, max_new_tokens=max_new_tokens,
+        )
+        try:
+            from . import serve
+            from .server import bind
+        except ImportError as exc:
+            raise InputError(
+                f"vitcop serve needs the serve extra ({exc.name} is missing): pip install -e \".[serve]\""
+            ) from None
+        if log_level not in _LOG_LEVELS:
+            raise InputError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
+        config = ServeConfig(
+            model=model, host=host, port=port, preset=preset, method=method, api_key=api_key,
+            allowed_media_roots=tuple(r.expanduser().resolve() for r in allowed_media_root or ()),
+            allow_remote_media=allow_remote_media, max_queue=max_queue, request_timeout_s=request_timeout,
+            fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
+            max_new_tokens=max_new_tokens, max_body_bytes=int(max_body_mb * 2**20),
+            max_media_bytes=int(max_media_mb * 2**20),
+        ).check()
+        sock = bind(host, port)
+        api.quiet_library_logs(debug)
+        with err.status(f"loading {escape(model)} …", spinner="dots"):
+            session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
+        bound = sock.getsockname()
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        err.print(
+            f"serving {escape(model)} on http://{shown}:{bound[1]}/v1 "
+            f"({'API key required' if api_key else 'no API key'}; Ctrl-C to stop)",
+            highlight=False, soft_wrap=True,
+        )
+        serve(session, config, sock, log_level=log_level)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
+        if isinstance(exc, typer.Exit):
+            raise
+        _fail(exc)
+    finally:
+        if sock is not None:
+            sock.close()

@@ -1,0 +1,50 @@
+"""Prometheus metrics of one server (its own registry, so several apps can live in one process).
+
+Contract: :class:`Metrics` owns a ``CollectorRegistry``; ``render()`` is the ``/metrics`` body in
+the Prometheus text format. Names (all prefixed ``vitcop_``):
+
+- ``requests_total{endpoint, status}``: every HTTP response, by route and status code;
+- ``queue_depth``: requests admitted and not yet generating; ``generating``: 0 or 1;
+- ``generations_total{outcome}``: ``completed`` / ``cancelled_disconnect`` / ``cancelled_timeout`` /
+  ``cancelled_shutdown`` / ``failed``; ``generated_tokens_total{outcome}``: tokens they produced;
+- histograms (seconds): ``queue_wait_seconds`` (admission to generation start), ``ttft_seconds``
+  (admission to the end of the first forward), ``prefill_seconds`` (LLM prefill), ``request_latency_seconds``
+  (admission to the full answer);
+- ``visual_tokens{stage}`` histogram: ``before`` = visual tokens in the prompt, ``after`` =
+  layer-averaged visual tokens the LLM processed after pruning.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
+_TOKENS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("vitcop_requests", "HTTP responses by endpoint and status code.",
+                                ["endpoint", "status"], registry=r)
+        self.queue_depth = Gauge("vitcop_queue_depth", "Requests admitted and not yet generating.", registry=r)
+        self.generating = Gauge("vitcop_generating", "1 while a generation runs.", registry=r)
+        self.generations = Counter("vitcop_generations", "Generations by outcome.", ["outcome"], registry=r)
+        self.generated_tokens = Counter("vitcop_generated_tokens", "Tokens generated, by outcome.", ["outcome"],
+                                        registry=r)
+        self.queue_wait = Histogram("vitcop_queue_wait_seconds", "Admission to generation start.",
+                                    buckets=_SECONDS, registry=r)
+        self.ttft = Histogram("vitcop_ttft_seconds", "Admission to the end of the first forward (first token).",
+                              buckets=_SECONDS, registry=r)
+        self.prefill = Histogram("vitcop_prefill_seconds", "LLM prefill time (vision encoder excluded).",
+                                 buckets=_SECONDS, registry=r)
+        self.latency = Histogram("vitcop_request_latency_seconds", "Admission to the complete answer.",
+                                 buckets=_SECONDS, registry=r)
+        self.visual_tokens = Histogram("vitcop_visual_tokens", "Visual tokens per request: before pruning, "
+                                       "and layer-averaged after it.", ["stage"], buckets=_TOKENS, registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
