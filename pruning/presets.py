@@ -308,7 +308,7 @@ def _parse(text: str, source: str, default_name: str) -> Preset:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         first = " ".join(str(exc).split())
-        raise PresetError(f"{source}: not valid YAML: {first[:160]}") from None
+        raise PresetError(f"{source}: not valid YAML: {first if len(first) <= 160 else first[:159] + '…'}") from None
     return Preset.from_mapping(data, source, default_name=default_name)
 
 

@@ -377,8 +377,8 @@ def test_presets_table(tiny_models, sessions, with_model):
     result = invoke(*args, env={"COLUMNS": "220"})
     assert result.exit_code == 0, (result.output, result.exception)
     out = ANSI.sub("", result.stdout)
-    depth = n_layers_of(sessions["qwen2_vl"]) if with_model else 32
-    assert (f"({depth} LLM layers)" if with_model else "a 32-layer LLM") in out
+    depth = n_layers_of(sessions["qwen2_vl"]) if with_model else 28  # the default model's real depth
+    assert (f"({depth} LLM layers)" if with_model else "Qwen/Qwen2-VL-2B-Instruct (28 LLM layers)") in out
     assert f"N = {n_visual} visual tokens" in out
     rows = _preset_rows(out)
     assert sorted(rows) == ["1_3", "1_9", "2_9", "none"]

@@ -25,11 +25,13 @@ import torch
 from pruning import attach
 from pruning.adapters import UnsupportedModelError, adapter_class
 from pruning.methods import method_class, method_names
-from pruning.presets import Preset, PresetError, builtin_presets, load_preset
+from pruning.presets import Preset, PresetError, load_preset
+from pruning.stats import ratio_warning
+from pruning.verify import PruningNotApplied, UnsupportedGeneration
 
 from .defaults import DEFAULT_METHOD, DEFAULT_MODEL, DEFAULT_PRESET
 from .errors import InputError, RuntimeFailure
-from .options import check_frame_options, check_generation_options
+from .options import check_frame_options, check_generation_options, check_text
 from .result import AskResult, TokenCounts, Timings, VisualInfo
 from .runtime import Clock, MemoryMeter, resolve_attn, resolve_device, resolve_dtype
 from .streaming import CallbackStreamer
@@ -57,30 +59,44 @@ def load(
     attn: str = "auto",
     offline: bool = False,
 ) -> "Session":
-    """Load a supported checkpoint (Hugging Face id or local folder) once."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    """Load a supported checkpoint (Hugging Face id or local folder) once.
+
+    Order (each step fails with one line before the next starts): device / dtype / attention;
+    the checkpoint's ``config.json`` alone (:func:`vitcop_cli.model_ref.declared_config`: a
+    path-like ``model`` that does not exist, a hub id offline and not cached, no network: fast
+    InputErrors); its declared ``model_type`` against the adapter registry; only then
+    transformers' ``from_pretrained`` for config, processor and weights, every one with
+    ``trust_remote_code=False``, so no code shipped with a checkpoint ever runs and transformers
+    never asks whether it may.
+    """
+    from .model_ref import check_model_type, declared_config, is_path_like
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     attn_impl = resolve_attn(attn, dev)
     started = time.perf_counter()
+    declared, offline = declared_config(model, offline=offline)  # config.json only: no code, no weights
+    model_type = check_model_type(model, declared)
     try:
-        config = AutoConfig.from_pretrained(model, local_files_only=offline)
-    except (OSError, ValueError) as exc:
-        _check_declared_model_type(model)  # a model_type transformers does not know: name the supported ones
-        raise InputError(_load_error(model, offline, exc)) from exc
-    try:
-        adapter_cls = adapter_class(config.model_type)
+        adapter_cls = adapter_class(model_type)
     except UnsupportedModelError as exc:
         raise InputError(f"{model}: {exc}") from None
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    source = str(Path(model).expanduser()) if is_path_like(model) else model
+    common = {"local_files_only": offline, "trust_remote_code": False}
     try:
-        processor = AutoProcessor.from_pretrained(model, local_files_only=offline)
+        config = AutoConfig.from_pretrained(source, **common)
+        if config.model_type != model_type:
+            raise InputError(f"{model}: config.json declares {model_type!r} but transformers reads {config.model_type!r}")
+        processor = AutoProcessor.from_pretrained(source, **common)
         hf_model = AutoModelForImageTextToText.from_pretrained(
-            model,
+            source,
+            config=config,
             dtype=torch_dtype,
             attn_implementation=attn_impl,
-            local_files_only=offline,
             device_map=str(dev) if dev.type == "cuda" else None,
+            **common,
         )
     except (OSError, ValueError) as exc:
         raise InputError(_load_error(model, offline, exc)) from exc
@@ -106,27 +122,12 @@ def model_identity(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-def _check_declared_model_type(model: str) -> None:
-    """InputError listing the supported types when local ``model/config.json`` declares an unsupported one."""
-    import json
-
-    try:
-        declared = json.loads((Path(model) / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return
-    if isinstance(declared, str):
-        try:
-            adapter_class(declared)
-        except UnsupportedModelError as exc:
-            raise InputError(f"{model}: {exc}") from None
-
-
 def _load_error(model: str, offline: bool, exc: Exception) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if offline and not Path(model).exists():
         return (
-            f"model {model!r} is not in the local Hugging Face cache and --offline forbids downloading; "
-            "run once without --offline or pass a local folder"
+            f"model {model!r} is not (completely) in the local Hugging Face cache and offline mode forbids "
+            "downloading; run once online, or pass a local folder"
         )
     if Path(model).exists():
         return f"{model}: not a loadable checkpoint folder ({first})"
@@ -155,6 +156,44 @@ class Session:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    @property
+    def n_layers(self) -> int:
+        """Decoder layers of the LLM."""
+        return int(self.model.config.get_text_config().num_hidden_layers)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The LLM's maximum positions (``max_position_embeddings``): prompt + answer must fit."""
+        n = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
+    def check_preset(self, preset: str | Preset) -> Preset:
+        """The preset, loaded and checked against this model's depth: InputError (one line) when its
+        layers do not fit, before any clip is decoded."""
+        preset = _as_preset(preset)
+        if not preset.is_identity:
+            try:
+                preset.resolve_layers(self.n_layers)
+            except PresetError as exc:
+                raise InputError(f"{exc}; model {self.name}") from None
+        return preset
+
+    def check_lengths(self, max_new_tokens: int, prompt_tokens: int = 0) -> None:
+        """InputError when ``prompt_tokens + max_new_tokens`` exceeds the model's maximum positions."""
+        limit = self.max_positions
+        if limit is None or prompt_tokens + max_new_tokens <= limit:
+            return
+        if prompt_tokens == 0 or max_new_tokens >= limit:
+            raise InputError(
+                f"--max-new-tokens {max_new_tokens:,} does not fit the model's {limit:,} positions "
+                f"(prompt included); give at most {max(limit - max(prompt_tokens, 1), 1):,}"
+            )
+        raise InputError(
+            f"the prompt is {prompt_tokens:,} tokens (visual tokens included); with --max-new-tokens "
+            f"{max_new_tokens:,} that exceeds the model's {limit:,} positions; shorten the question, use fewer "
+            "frames or a lower --max-pixels, or lower --max-new-tokens"
+        )
+
     # ---- steps ---------------------------------------------------------------------------
     def prepare(
         self,
@@ -166,6 +205,8 @@ class Session:
         min_pixels: int | None = None,
     ) -> Prepared:
         check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
+        check_text(question)  # bound the raw text before the tokenizer sees it
+        check_text(system, "the system prompt")
         started = time.perf_counter()  # CPU work: never wait on the GPU here (batch prepares in a thread)
         messages = []
         if system:
@@ -175,7 +216,51 @@ class Session:
         )
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         extra, warnings = self.adapter.processor_kwargs(
-            self.processor, visual.kind, max_pixels=max_pixels, min_pixels=min_pixels
+            self.processor, visual.kind, max_pixels=max_pixels, min_pixels=min_pixels, visual=visual
+        )
+        media = {"videos": [visual.frames]} if visual.kind == "video" else {"images": [visual.frames]}
+        batch = self.processor(text=[text], return_tensors="pt", **media, **extra)
+        inputs = {
+            k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in batch.items()
+            if isinstance(v, torch.Tensor)
+        }
+        return Prepared(inputs, visual, question, time.perf_counter() - started, warnings)
+
+    def prepare_chat(
+        self,
+        visual: Visual,
+        messages: list[dict],
+        *,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+    ) -> Prepared:
+        """Like :meth:`prepare`, for a whole conversation about one visual (the server's multi-turn chat).
+
+        ``messages``: Hugging Face chat format, ``[{"role": "system" | "user" | "assistant", "content":
+        [{"type": "text", "text": ...} | {"type": "image" | "video"}, ...]}, ...]``, ending with a user
+        turn; exactly one visual part in all, of ``visual.kind``, in a user turn. Rendered through the
+        checkpoint's own chat template, so ``[system?, user: [visual, text]]`` gives exactly the inputs
+        :meth:`prepare` gives. ``Prepared.question`` is the text of the last user turn.
+        """
+        check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
+        started = time.perf_counter()
+        if not messages or messages[-1].get("role") != "user":
+            raise InputError("the conversation must end with a user message")
+        placed = [
+            (m.get("role"), part.get("type"))
+            for m in messages
+            for part in m.get("content", [])
+            if part.get("type") in ("image", "video")
+        ]
+        if placed != [("user", visual.kind)]:
+            raise InputError(f"the conversation must hold exactly one {visual.kind}, in a user message")
+        question = " ".join(
+            part["text"] for part in messages[-1]["content"] if part.get("type") == "text" and part.get("text")
+        )
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        extra, warnings = self.adapter.processor_kwargs(
+            self.processor, visual.kind, max_pixels=max_pixels, min_pixels=min_pixels, visual=visual
         )
         media = {"videos": [visual.frames]} if visual.kind == "video" else {"images": [visual.frames]}
         batch = self.processor(text=[text], return_tensors="pt", **media, **extra)
@@ -198,18 +283,28 @@ class Session:
         on_text: Callable[[str], None] | None = None,
         video_decode_s: float = 0.0,
         seed: int | None = None,
+        stopping_criteria: list | None = None,
     ) -> AskResult:
         """Generate an answer for ``prepared``. ``seed`` seeds torch's generators first, so sampling
-        (temperature > 0) is reproducible run to run; it is recorded in the result."""
-        preset = _as_preset(preset)
+        (temperature > 0) is reproducible run to run; it is recorded in the result.
+        ``stopping_criteria``: extra ``transformers`` ``StoppingCriteria`` checked after every
+        generated token (the server's cancel flag and stop strings); the result then holds the
+        tokens generated until one fired."""
+        preset = self.check_preset(preset)
         check_method(method)
         check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        self.check_lengths(max_new_tokens, int(prepared.inputs["input_ids"].shape[1]))
         sampling = (
             {"do_sample": True, "temperature": temperature, "top_p": top_p if top_p is not None else 1.0, "top_k": 0}
             if temperature > 0
             else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         )
         streamer = CallbackStreamer(self.processor.tokenizer, on_text) if on_text else None
+        stopping = {}
+        if stopping_criteria:
+            from transformers import StoppingCriteriaList
+
+            stopping["stopping_criteria"] = StoppingCriteriaList(stopping_criteria)
         timer = _ForwardTimer(self.model, self.adapter.vision_encoder, self._clock)
         if seed is not None:
             torch.manual_seed(seed)  # seeds CUDA / MPS generators too
@@ -219,20 +314,26 @@ class Session:
                 handle.bind(prepared.inputs)
                 started = self._clock.now()
                 output = self.model.generate(
-                    **prepared.inputs, max_new_tokens=max_new_tokens, streamer=streamer, **sampling
+                    **prepared.inputs, max_new_tokens=max_new_tokens, streamer=streamer, **sampling, **stopping
                 )
                 finished = self._clock.now()
+            pruning_report = handle.report(prepared.inputs["input_ids"])
         except torch.cuda.OutOfMemoryError as exc:
             raise RuntimeFailure(
                 "out of GPU memory during generation; try a stronger preset, fewer frames or lower --max-pixels"
             ) from exc
+        except (PruningNotApplied, UnsupportedGeneration) as exc:
+            raise RuntimeFailure(str(exc)) from exc
+        warnings = [*getattr(prepared.visual, "warnings", []), *prepared.warnings]  # frame-count adjustments first
+        shortfall = ratio_warning(pruning_report, preset.ratio, handle.shape.layers)
+        if shortfall:
+            warnings.append(shortfall)
         memory = self._memory.read()
         prompt_len = prepared.inputs["input_ids"].shape[1]
         generated = output[0, prompt_len:].tolist()
         answer = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
         ttft = timer.first_forward_end - started
         decode_s = finished - timer.first_forward_end
-        pruning_report = handle.report(prepared.inputs["input_ids"])
         visual = prepared.visual
         n_visual = int(self.adapter.visual_mask(prepared.inputs["input_ids"]).sum())
         return AskResult(
@@ -273,7 +374,7 @@ class Session:
             memory=memory,
             pruning=pruning_report,
             generated_ids=generated,
-            warnings=list(prepared.warnings),
+            warnings=warnings,
             versions=_versions(),
             seed=seed,
         )
@@ -298,9 +399,13 @@ class Session:
         seed: int | None = None,
     ) -> AskResult:
         """Answer ``question`` about ``video`` (a clip or an image file)."""
-        preset = _as_preset(preset)  # fail on a bad preset / method before decoding anything
+        preset = self.check_preset(preset)  # fail on a bad preset / method / length before decoding anything
         check_method(method)
         check_frame_options(fps=fps, frames=frames, max_frames=max_frames)
+        check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        check_text(question)
+        check_text(system, "the system prompt")
+        self.check_lengths(max_new_tokens)
         if not question.strip():
             raise InputError("the question is empty")
         started = time.perf_counter()
@@ -346,51 +451,7 @@ def quiet_library_logs(debug: bool = False) -> None:
         hf_logging.disable_progress_bar()
 
 
-@dataclass
-class PresetRow:
-    """One line of ``vitcop presets``: a preset and the budgets it gives at a model depth."""
-
-    name: str
-    description: str
-    ratio: float
-    vision_keep: float
-    n_visual: int
-    n_layers: int
-    V: int
-    Rs: int
-    Rd: int
-    shallow_layer: int | None
-    deep_layer: int | None
-    layer_averaged: float
-
-
-def preset_table(*, model: str | None = None, n_visual: int = 4096, offline: bool = False) -> list[PresetRow]:
-    """Budgets of every built-in preset for ``model``'s LLM depth (32 layers when no model is given)."""
-    n_layers = 32
-    if model is not None:
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(model, local_files_only=offline)
-        except (OSError, ValueError) as exc:
-            raise InputError(_load_error(model, offline, exc)) from exc
-        n_layers = config.get_text_config().num_hidden_layers
-    if n_visual < 1:
-        raise InputError("--visual-tokens must be at least 1")
-    rows = []
-    for name in builtin_presets():
-        p = load_preset(name)
-        if p.is_identity:
-            rows.append(PresetRow(name, p.description, p.ratio, p.vision_keep, n_visual, n_layers,
-                                  n_visual, n_visual, n_visual, None, None, float(n_visual)))
-            continue
-        try:
-            b = p.budgets(n_visual, n_layers)
-        except PresetError as exc:
-            raise InputError(str(exc)) from None
-        rows.append(PresetRow(name, p.description, p.ratio, p.vision_keep, n_visual, n_layers, b.V, b.Rs, b.Rd,
-                              b.shallow_layer, b.deep_layer, b.layer_averaged))
-    return sorted(rows, key=lambda r: -r.ratio)
+from .preset_table import PresetRow, preset_table  # noqa: E402 - re-exported: ``vitcop presets`` (no torch)
 
 
 def _as_preset(preset: str | Preset) -> Preset:

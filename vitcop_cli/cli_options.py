@@ -1,5 +1,12 @@
 """Typer options shared by ``ask``, ``batch`` and ``profile`` — declared once, so every command
-spells, defaults and documents them the same way. Use as ``fps: Fps = None``."""
+spells, defaults and documents them the same way. Use as ``fps: Fps = None``.
+
+Spellings: ``--preset/-p`` and ``--method`` everywhere; commands that run several take comma
+lists under the same names, with ``--presets`` / ``--methods`` as aliases (:data:`Presets`,
+:data:`Methods`). Defaults people set once come from the environment: ``VITCOP_MODEL``,
+``VITCOP_PRESET`` (``ask`` and ``batch``; ``profile`` sweeps its own list), ``VITCOP_DEVICE``; a
+flag on the command line wins. Flags carry ``metavar=""`` so help shows no ``<bool>``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,48 @@ import typer
 
 from .defaults import DEFAULT_MODEL
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Hugging Face id or local folder.")]
+Model = Annotated[
+    str, typer.Option("--model", "-m", envvar="VITCOP_MODEL", help="Hugging Face id or local folder.")
+]
+Preset = Annotated[
+    str,
+    typer.Option(
+        "--preset", "-p", envvar="VITCOP_PRESET",
+        help="Pruning preset: none, 1_3, 2_9, 1_9, or a YAML file (see `vitcop presets`).",
+    ),
+]
+Presets = Annotated[
+    str,
+    typer.Option(
+        "--preset", "--presets", "-p", envvar="VITCOP_PRESET",
+        help="Comma-separated pruning presets (names or YAML files), e.g. none,1_3,1_9.",
+    ),
+]
+ProfilePresets = Annotated[
+    str,
+    typer.Option(
+        "--preset", "--presets", "-p",
+        help="Comma-separated presets (names or YAML files); `none` is always measured.",
+    ),
+]
+Method = Annotated[
+    str,
+    typer.Option(
+        "--method", help="Pruning method: vitcop, or a baseline at the same ratio (see `vitcop methods`)."
+    ),
+]
+Methods = Annotated[
+    str,
+    typer.Option(
+        "--method", "--methods", help="Comma-separated pruning methods (see `vitcop methods`), e.g. vitcop,fastv."
+    ),
+]
+Seed = Annotated[
+    Optional[int],
+    typer.Option(
+        "--seed", help="Seed torch before generating: sampling repeats run to run (recorded in --json)."
+    ),
+]
 Fps = Annotated[Optional[float], typer.Option("--fps", help="Frames sampled per second of clip \\[default: 2.0].")]
 Frames = Annotated[Optional[int], typer.Option("--frames", help="Sample exactly N frames (instead of --fps).")]
 MaxFrames = Annotated[int, typer.Option("--max-frames", help="Upper bound on sampled frames.")]
@@ -19,7 +67,9 @@ MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest ans
 Temperature = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic).")]
 TopP = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling (with --temperature > 0).")]
 System = Annotated[Optional[str], typer.Option("--system", help="System prompt.")]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+Device = Annotated[
+    str, typer.Option("--device", envvar="VITCOP_DEVICE", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N, mps.")
+]
 Dtype = Annotated[
     str, typer.Option("--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16.")
 ]
@@ -29,10 +79,15 @@ Attn = Annotated[
         "--attn", help="auto (flash_attention_2 if installed on CUDA, else sdpa), sdpa, eager, flash_attention_2."
     ),
 ]
-Offline = Annotated[bool, typer.Option("--offline", help="Never download: local files / cache only.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+Offline = Annotated[
+    bool,
+    typer.Option("--offline", metavar="", help="Never download: local files / cache only (also HF_HUB_OFFLINE=1)."),
+]
+Debug = Annotated[bool, typer.Option("--debug", metavar="", help="Show full tracebacks.")]
+Json = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON object on stdout.")]
 
 __all__ = [
-    "DEFAULT_MODEL", "Attn", "Debug", "Device", "Dtype", "Fps", "Frames", "MaxFrames", "MaxNewTokens", "MaxPixels",
-    "MinPixels", "Model", "Offline", "System", "Temperature", "TopP",
+    "DEFAULT_MODEL", "Attn", "Debug", "Device", "Dtype", "Fps", "Frames", "Json", "MaxFrames", "MaxNewTokens",
+    "MaxPixels", "Method", "Methods", "MinPixels", "Model", "Offline", "Preset", "Presets", "ProfilePresets", "Seed",
+    "System", "Temperature", "TopP",
 ]

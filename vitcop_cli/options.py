@@ -5,8 +5,15 @@ frame sampling, pixel limits, generation settings) are validated. :func:`check_r
 checks them all before any model is loaded or file touched and raises :class:`InputError`
 naming the offending option; on success it returns the loaded presets and the methods,
 de-duplicated in order (surrounding blanks stripped, empty entries dropped). ``ask``, ``batch``
-and ``profile`` all call it before loading a model. :mod:`vitcop_cli.api` is imported lazily, so
-importing this module stays cheap (no torch).
+and ``profile`` all call it before loading a model. It never imports torch or transformers
+(presets are read by :mod:`pruning.presets`, methods checked against :mod:`vitcop_cli.catalog`),
+so a bad option fails in a fraction of a second.
+
+Every float option must be finite (``nan`` / ``inf`` are refused, in the library too: ``Session``
+calls :func:`check_generation_options` and :func:`check_frame_options`). :func:`check_text` bounds
+a question or system prompt at :data:`MAX_TEXT_CHARS` characters before anything tokenises it;
+the model-derived bound (prompt tokens + ``max_new_tokens`` <= the model's maximum positions) is
+checked by ``Session``. :func:`check_seed` bounds ``--seed`` to what torch accepts.
 """
 
 from __future__ import annotations
@@ -16,7 +23,35 @@ from typing import Iterable, Sequence
 
 from .errors import InputError
 
-__all__ = ["check_frame_options", "check_generation_options", "check_run_options", "unique_names"]
+__all__ = [
+    "MAX_TEXT_CHARS", "SEED_MAX", "check_frame_options", "check_generation_options", "check_run_options",
+    "check_seed", "check_text", "unique_names",
+]
+
+MAX_TEXT_CHARS = 1_000_000  # a question / system prompt longer than this is refused before tokenising
+SEED_MAX = 2**63 - 1
+
+
+def check_text(text: str | None, what: str = "the question", limit: int = MAX_TEXT_CHARS) -> None:
+    """InputError when ``text`` is longer than ``limit`` characters (``None`` passes)."""
+    if text is not None and len(text) > limit:
+        raise InputError(
+            f"{what} is {len(text):,} characters long; the limit is {limit:,} (and the model's context)"
+        )
+
+
+def check_seed(seed: int | None, option: str = "--seed") -> None:
+    """InputError unless ``seed`` is None or an integer in [0, SEED_MAX]."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        shown = str(seed) if len(str(seed)) <= 30 else str(seed)[:29] + "…"
+        raise InputError(f"{option} must be an integer from 0 to {SEED_MAX} (2**63 - 1), got {shown}")
+
+
+def _finite(name: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise InputError(f"{name} must be a finite number, got {value}")
 
 
 def unique_names(xs: Iterable[str]) -> list[str]:
@@ -41,9 +76,13 @@ def check_run_options(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_p: float | None = None,
+    seed: int | None = None,
+    system: str | None = None,
 ) -> tuple[list, list[str]]:
     """(loaded presets, methods), de-duplicated in order; :class:`InputError` for any bad option."""
-    from . import api
+    from pruning.presets import PresetError, load_preset
+
+    from .catalog import METHODS
 
     preset_names, method_names = unique_names(presets), unique_names(methods)
     if not preset_names:
@@ -52,15 +91,21 @@ def check_run_options(
         raise InputError("--methods is empty; give comma-separated methods, e.g. vitcop,fastv")
     loaded, seen = [], set()
     for p in preset_names:
-        preset = api.check_preset(p)
-        if preset.name in seen:
-            raise InputError(f"--presets names preset {preset.name!r} twice")
-        seen.add(preset.name)
+        try:
+            preset = load_preset(p)
+        except PresetError as exc:
+            raise InputError(str(exc)) from None
+        if preset.label in seen:
+            raise InputError(f"--presets names preset {preset.label!r} twice")
+        seen.add(preset.label)
         loaded.append(preset)
     for m in method_names:
-        api.check_method(m)
+        if m not in METHODS:
+            raise InputError(f"unknown pruning method {m!r}; choose one of {', '.join(METHODS)}")
     check_frame_options(fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels)
     check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    check_seed(seed)
+    check_text(system, "--system")
     return loaded, method_names
 
 
@@ -77,7 +122,8 @@ def check_frame_options(
         raise InputError("--fps and --frames are mutually exclusive; give one of them")
     if frames is not None and frames < 1:
         raise InputError("--frames must be at least 1")
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
+    _finite("--fps", fps)
+    if fps is not None and not fps > 0:
         raise InputError("--fps must be positive")
     if max_frames < 1:
         raise InputError("--max-frames must be at least 1")
@@ -91,6 +137,8 @@ def check_frame_options(
 
 def check_generation_options(*, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float | None = None) -> None:
     """Generation settings (also used by the library's ``Session.generate``)."""
+    _finite("--temperature", temperature)
+    _finite("--top-p", top_p)
     if max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
     if temperature < 0:

@@ -23,6 +23,13 @@ Contract:
   CPU rows carry ``peak_memory_bytes = None`` and ``memory_ratio = None`` and the result carries
   the whole profile's ``process_peak_rss_bytes`` once. (Python-level tracers such as tracemalloc
   do not see torch's allocator, so they are not a substitute.)
+- Sampling. Greedy by default; with ``temperature > 0`` every run is seeded with ``seed`` (when
+  given) so runs stay comparable and ``matches_none`` / ``answers_consistent`` stay meaningful.
+- A row whose runs carry a warning about the layer-averaged ratio (a method that cannot reach the
+  requested budget on this model) keeps it in ``ratio_warning``; the table marks that row.
+- ``to_dict()`` starts with ``"schema": "vitcop.profile/1"`` (:data:`SCHEMA`).
+- Accuracy (``--answers``): :mod:`vitcop_cli.profile_answers` fills ``accuracy`` (with
+  ``answers_correct`` / ``answers_total``) per row after the timed runs; ``None`` without it.
 - :func:`to_csv` writes one line per row (nested spreads flattened to ``*_median/_min/_max``).
 """
 
@@ -37,6 +44,8 @@ from typing import Callable, NamedTuple, Sequence, TextIO
 
 from .options import check_run_options, unique_names
 
+SCHEMA = "vitcop.profile/1"
+RATIO_WARNING = "layer-averaged ratio"  # the phrase the library's budget-miss warning carries
 BASELINE = "none"
 DEFAULT_PRESETS = ("none", "1_3", "2_9", "1_9")
 DEFAULT_METHODS = ("vitcop",)
@@ -106,6 +115,11 @@ class ProfileRow:
     generated_tokens: int
     matches_none: bool  # greedy token ids equal the baseline's
     answers_consistent: bool  # every run of this row (warm-up included) gave the same ids
+    ratio_warning: str | None = None  # the run's warning when the method missed the requested ratio
+    # --answers (vitcop_cli.profile_answers): labelled questions answered correctly under this row
+    answers_correct: int | None = None
+    answers_total: int | None = None
+    accuracy: float | None = None
 
 
 @dataclass
@@ -137,13 +151,19 @@ class ProfileResult:
     rows: list[ProfileRow]
     warnings: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float | None = None
+    seed: int | None = None  # torch seed set before every run (None: not seeded)
+    answers_file: str | None = None  # --answers: the labelled questions file (None: no accuracy)
+    answers_questions: int | None = None  # --answers: labelled questions about this clip
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"schema": SCHEMA, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ProfileResult":
         """The inverse of :meth:`to_dict` (e.g. to re-render or re-plot a saved ``--json``)."""
+        d = {k: v for k, v in d.items() if k != "schema"}
         spreads = ("vision_encoder_s", "prefill_s", "ttft_s")
         rows = [ProfileRow(**{k: Spread(**v) if k in spreads else v for k, v in r.items()}) for r in d["rows"]]
         return cls(**{**d, "rows": rows})
@@ -193,6 +213,9 @@ def run_profile(
     on_progress: Callable[[int, int, RunSlot | None], None] | None = None,
     *,
     video_decode_s: float | None = None,
+    temperature: float = 0.0,
+    top_p: float | None = None,
+    seed: int | None = None,
 ) -> ProfileResult:
     """Run :func:`run_order`'s schedule on ``prepared`` and reduce it to a :class:`ProfileResult`.
 
@@ -208,8 +231,9 @@ def run_profile(
     if warmup < 0:
         raise InputError("--warmup must be >= 0")
     methods, presets = unique_names(methods), unique_names(presets)
-    check_run_options(presets, methods, max_new_tokens=max_new_tokens)
-    loaded = {p: api.check_preset(p) for p in [BASELINE, *presets]}
+    check_run_options(presets, methods, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    check = getattr(session, "check_preset", api.check_preset)  # against the model's depth, before any run
+    loaded = {p: check(p) for p in [BASELINE, *presets]}
 
     schedule = run_order(methods, presets, repeat, warmup)
     measured: dict[tuple[str, str], list] = {}
@@ -219,7 +243,10 @@ def run_profile(
         if on_progress:
             on_progress(i, len(schedule), slot)
         method = api.DEFAULT_METHOD if slot.method == BASELINE else slot.method
-        result = session.generate(prepared, preset=loaded[slot.preset], method=method, max_new_tokens=max_new_tokens)
+        result = session.generate(
+            prepared, preset=loaded[slot.preset], method=method, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_p=top_p, seed=seed,
+        )
         key = (slot.method, slot.preset)
         ids_seen.setdefault(key, []).append(result.generated_ids)
         if not slot.warmup:
@@ -262,8 +289,11 @@ def run_profile(
         preprocess_s=prepared.preprocess_s,
         profile_s=profile_s,
         rows=rows,
-        warnings=list(prepared.warnings),
+        warnings=list(first.warnings),
         versions=dict(first.versions),
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
     )
 
 
@@ -315,6 +345,7 @@ def _reduce(method, preset, target_ratio, runs, ids, baseline, cuda: bool) -> Pr
         generated_tokens=len(runs[0].generated_ids),
         matches_none=runs[0].generated_ids == base_ids,
         answers_consistent=all(i == ids[0] for i in ids),
+        ratio_warning=next((w for r in runs for w in r.warnings if RATIO_WARNING in w), None),
     )
 
 

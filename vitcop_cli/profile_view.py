@@ -15,11 +15,14 @@ def write_plot(result, path) -> None:
 
 def render_profile(result, console: Console) -> None:
     """The ``vitcop profile`` table (fits 80 columns): rows grouped by preset, the baseline first; each
-    timing is a median with its min–max underneath. Notes on the columns and on memory follow it."""
+    timing is a median with its min–max underneath. A ``!`` after the layer average marks a row whose
+    method missed the requested ratio (its warning is in the notes). Notes on the symbols, the
+    columns and on memory follow it."""
     from rich import box
     from rich.table import Table
 
-    from .report import _bytes
+    from .profile import RATIO_WARNING
+    from .report import LEGEND, _bytes
 
     slowest = max(r.ttft_s.max for r in result.rows)
     unit = "s" if slowest >= 1 else "ms"
@@ -56,6 +59,9 @@ def render_profile(result, console: Console) -> None:
     if cuda:
         columns.append((f"peak\n{mem_unit}", "right"))
     columns.append(("same", "center"))
+    scored = getattr(result, "answers_file", None) is not None  # --answers: accuracy per row
+    if scored:
+        columns.append(("acc.", "right"))
     for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold")
     # the stage counts go on two lines when one of them would not fit in 11 characters
@@ -71,7 +77,8 @@ def render_profile(result, console: Console) -> None:
         rate = "-" if r.decode_tokens_per_s is None else f"{r.decode_tokens_per_s:.1f}"
         cells = [
             "[bold]none[/]" if r.method == "none" else f" {escape(r.method)}",
-            f"{r.after_stage1}→{r.after_stage2}{sep}→{r.after_stage3}", f"{r.layer_averaged_ratio:.3f}",
+            f"{r.after_stage1}→{r.after_stage2}{sep}→{r.after_stage3}",
+            f"{r.layer_averaged_ratio:.3f}" + ("[bold yellow]![/]" if r.ratio_warning else ""),
             spread(r.prefill_s), spread(r.ttft_s), rate, f"{r.prefill_flops / scale:,.1f}",
             times(r.prefill_speedup), times(r.flops_speedup),
         ]
@@ -79,6 +86,8 @@ def render_profile(result, console: Console) -> None:
             mem = "-" if r.peak_memory_bytes is None else f"{r.peak_memory_bytes / mem_scale:,.2f}"
             cells.append(f"{mem}\n[dim]{times(r.memory_ratio)}[/]")
         cells.append("[green]yes[/]" if r.matches_none else "[yellow]no[/]")
+        if scored:
+            cells.append("-" if r.accuracy is None else f"{r.accuracy:.0%}\n[dim]{r.answers_correct}/{r.answers_total}[/]")
         table.add_row(*cells)
     console.print(table)
     notes = [
@@ -90,9 +99,17 @@ def render_profile(result, console: Console) -> None:
             if result.process_peak_rss_bytes is not None else ""
         ) + ".",
     ]
+    notes.insert(0, LEGEND)
+    if scored:
+        n = result.answers_questions
+        notes.append(f"acc.: the {n} labelled question{'s' if n != 1 else ''} of {escape(result.answers_file)} "
+                     "about this clip answered correctly under the row (one untimed run each).")
+    for r in result.rows:
+        if r.ratio_warning:
+            notes.append(f"[bold yellow]![/] {escape(r.method)} {escape(r.preset)}: {escape(r.ratio_warning)}")
     unstable = [f"{r.method} {r.preset}" for r in result.rows if not r.answers_consistent]
     if unstable:
         notes.append(f"[yellow]answers differed between runs of[/] {escape(', '.join(unstable))}")
-    notes += [f"[yellow]warning:[/] {escape(w)}" for w in result.warnings]
+    notes += [f"[yellow]warning:[/] {escape(w)}" for w in result.warnings if RATIO_WARNING not in w]
     for note in notes:
         console.print(note, highlight=False)

@@ -1,17 +1,29 @@
-"""Render an :class:`~vitcop_cli.result.AskResult` as a rich report (stderr) or JSON (stdout)."""
+"""Render an :class:`~vitcop_cli.result.AskResult` as a rich report (stderr) or JSON (stdout).
+
+Every rendering fits 80 columns. :data:`LEGEND` explains the budget symbols (N, V, Rs, Rd) the
+report, ``vitcop presets`` and ``vitcop profile`` use. The ask report shows the process start-up
+(interpreter + imports + model load) on its own row, apart from the per-question ``total``.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .result import AskResult
+if TYPE_CHECKING:  # importing result pulls in torch; ``vitcop presets`` must not
+    from .result import AskResult
+
+LEGEND = (
+    "N: visual tokens from the vision encoder; V: after Stage I, entering the LLM; Rs: kept from the "
+    "shallow layer Ls; Rd: kept from the deep layer Ld (V→Rs→Rd: the three stages in order)."
+)
 
 
-def to_json(result: AskResult) -> str:
+def to_json(result: "AskResult") -> str:
     return json.dumps(result.to_dict(), indent=2)
 
 
@@ -41,7 +53,7 @@ def _stages(p) -> str:
     return " → ".join(parts) if len(parts) > 1 else f"N {p.n_visual} (nothing pruned)"
 
 
-def render(result: AskResult, console: Console) -> None:
+def render(result: "AskResult", console: Console) -> None:
     """A two-column table of everything ``ask`` measured."""
     r, v, t, m = result, result.visual, result.timings, result.memory
     method = "" if r.method == "vitcop" else f" · method {r.method}"
@@ -65,7 +77,11 @@ def render(result: AskResult, console: Console) -> None:
             "LLM prefill FLOPs",
             f"{_flops(p.prefill_flops)} vs {_flops(p.prefill_flops_unpruned)} unpruned ({p.flops_ratio:.3f}x)",
         )
-    table.add_row("model load", _s(t.model_load_s))
+    if t.startup_s is not None:
+        imports = None if t.model_load_s is None else max(t.startup_s - t.model_load_s, 0.0)
+        table.add_row("start-up", f"{_s(t.startup_s)} (imports {_s(imports)} + model load {_s(t.model_load_s)})")
+    else:
+        table.add_row("model load", _s(t.model_load_s))
     table.add_row("video decode", _s(t.video_decode_s))
     table.add_row("preprocess", _s(t.preprocess_s))
     table.add_row("vision encoder", _s(t.vision_encoder_s))
@@ -74,23 +90,29 @@ def render(result: AskResult, console: Console) -> None:
     rate = "-" if t.decode_tokens_per_s is None else f"{t.decode_tokens_per_s:.1f} tokens/s"
     table.add_row("decode", f"{_s(t.decode_s)} ({rate})")
     table.add_row("pruning overhead", _s(t.pruning_s))
-    table.add_row("total", _s(t.total_s))
+    table.add_row("total (question)", f"{_s(t.total_s)} (video decode + preprocess + generate)")
     if m.peak_allocated_bytes is not None:
         table.add_row("peak memory", f"{_bytes(m.peak_allocated_bytes)} allocated, {_bytes(m.peak_reserved_bytes)} reserved")
     else:
         table.add_row("peak memory", f"{_bytes(m.peak_rss_bytes)} process peak RSS")
     table.add_row("device", f"{r.device} · {r.dtype} · {r.attn_implementation}")
     console.print(table)
+    if p is not None:
+        console.print("[dim]N: visual tokens from the encoder, before pruning.[/]", highlight=False)
     for w in r.warnings:
-        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)  # wrapped: fits 80 columns
 
 
 def render_presets(rows, console: Console, *, model: str | None, n_visual: int) -> None:
     """The ``vitcop presets`` table (each preset's ratios and budgets at this depth and N), then
     one line per preset describing it — kept out of the table so it reads at 80 columns."""
+    from .defaults import DEFAULT_MODEL
+
     depth = rows[0].n_layers if rows else 0
-    where = f"{escape(model)} ({depth} LLM layers)" if model else f"a {depth}-layer LLM"
-    console.print(f"pruning presets for {where}, N = {n_visual} visual tokens", soft_wrap=True, highlight=False)
+    where = f"{escape(model)} ({depth} LLM layers)" if model else f"{DEFAULT_MODEL} ({depth} LLM layers)"
+    console.print(f"pruning presets for {where}, N = {n_visual} visual tokens", highlight=False)
+    if not model:
+        console.print("(the default model's depth; --model M for another model's)", highlight=False)
     table = Table()
     for col in ("preset", "ratio", "keep", "V", "Rs @ layer", "Rd @ layer", "layer avg (of N)"):
         table.add_column(col, no_wrap=True)
@@ -103,3 +125,4 @@ def render_presets(rows, console: Console, *, model: str | None, n_visual: int) 
     console.print(table)
     for r in rows:
         console.print(f"[bold]{r.name}[/]: {escape(r.description)}")
+    console.print(f"[dim]{LEGEND}[/]", highlight=False)

@@ -1,16 +1,23 @@
 """The result objects ``ask`` returns; ``--json`` prints ``AskResult.to_dict()`` verbatim.
 
 Units: seconds for ``*_s``, bytes for ``*_bytes``, FLOPs as floats. ``None`` means "not measured
-here" (e.g. CUDA memory on a CPU run), never zero.
+here" (e.g. CUDA memory on a CPU run), never zero. ``to_dict()`` starts with ``"schema":
+"vitcop.ask/1"`` (:data:`SCHEMA`); the number changes when a field changes meaning or goes away.
+Every field is documented in README.md's JSON table; :func:`json_fields` lists them as dotted
+paths and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field
 
 from pruning.stats import PruningReport
 
 from .runtime import MemoryReport
+
+SCHEMA = "vitcop.ask/1"
 
 
 @dataclass
@@ -46,6 +53,8 @@ class Timings:
     decode_tokens_per_s: float | None
     pruning_s: float  # time spent inside the pruning hooks (part of the encoder/prefill times)
     total_s: float
+    # process start (interpreter, imports) to the model loaded; set by the CLI, None in library use
+    startup_s: float | None = None
 
 
 @dataclass
@@ -70,4 +79,17 @@ class AskResult:
     seed: int | None = None  # torch seed set before generating (None: not seeded)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"schema": SCHEMA, **asdict(self)}
+
+
+def json_fields(cls=AskResult, prefix: str = "") -> list[str]:
+    """Dotted paths of every field ``cls.to_dict()`` can hold (nested dataclasses expanded)."""
+    out = ["schema"] if cls is AskResult and not prefix else []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = f"{prefix}{f.name}"
+        out.append(path)
+        nested = [t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if dataclasses.is_dataclass(t)]
+        if nested:
+            out += json_fields(nested[0], path + ".")
+    return out

@@ -1,9 +1,10 @@
 """Device, dtype and attention-implementation choice; honest clocks and peak memory.
 
 - ``resolve_device("auto")`` -> "cuda" when available, else "cpu"; asking for CUDA without it is an
-  :class:`InputError`.
-- ``resolve_dtype("auto", device)`` -> bfloat16 on a GPU that supports it, float16 on an older GPU,
-  float32 on CPU.
+  :class:`InputError`. ``"mps"`` (Apple GPUs) is taken only when asked for and torch has MPS,
+  else an :class:`InputError` saying so.
+- ``resolve_dtype("auto", device)`` -> bfloat16 on a GPU that supports it, float16 on an older GPU
+  and on MPS, float32 on CPU.
 - ``resolve_attn("auto", device)`` -> "flash_attention_2" when flash-attn is installed and the
   device is CUDA, else "sdpa".
 - ``Clock(device)`` synchronizes CUDA before every reading, so GPU work is charged where it happens.
@@ -33,19 +34,32 @@ def resolve_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu (or auto)")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps":
+        if not mps_available():
+            raise InputError(
+                f"--device {device}: MPS is not available here (it needs an Apple-silicon Mac and a torch build "
+                "with MPS); use --device cpu (or auto)"
+            )
     elif dev.type != "cpu":
-        raise InputError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+        raise InputError(f"unsupported device {device!r}; use auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
+        if device.type == "mps":
+            return torch.float16
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
@@ -76,10 +90,13 @@ class Clock:
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self.mps = device.type == "mps"
 
     def now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
+        elif self.mps:
+            torch.mps.synchronize()
         return time.perf_counter()
 
 
@@ -106,7 +123,7 @@ class MemoryMeter:
                 peak_allocated_bytes=torch.cuda.max_memory_allocated(self.device),
                 peak_reserved_bytes=torch.cuda.max_memory_reserved(self.device),
             )
-        return MemoryReport(device="cpu", peak_rss_bytes=peak_rss_bytes())
+        return MemoryReport(device=self.device.type, peak_rss_bytes=peak_rss_bytes())
 
 
 def peak_rss_bytes() -> int:

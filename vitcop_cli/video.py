@@ -9,7 +9,10 @@ Contract:
 - Frames are sampled by :func:`sample_indices`, a pure function that reproduces qwen-vl-utils'
   frame-count rule (``fps`` frames per second of clip, clamped to ``[min_frames, max_frames]`` and
   rounded to an even number, indices spread uniformly with ``torch.linspace(...).round()``), with a
-  few documented deviations for clips that are too short to honour the rule.
+  few documented deviations for clips that are too short to honour the rule. When the frames used
+  differ from what was asked (``--frames 3`` gives 4; ``--frames 8`` on a 5-frame clip gives 5; a
+  rate capped by ``--max-frames``), ``Visual.warnings`` says so in one line each
+  (:func:`frame_count_warnings`); ``ask`` prints them and ``--json`` carries them in ``warnings``.
 - Every expected failure (missing file, a folder, an unsupported extension, an empty / corrupt /
   truncated / non-video file, an unreadable image, a video without frames, bad sampling arguments)
   raises :class:`~vitcop_cli.errors.InputError` with a one-line message that says what is wrong and
@@ -29,8 +32,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .decord_quiet import NO_VIDEO_STREAM, NativeStderr, decord_reason, log_captured, one_line
 from .errors import InputError
@@ -160,7 +161,32 @@ def sample_indices(
     n = max(1, min(n, total_frames))
     if n >= total_frames:
         return list(range(total_frames))
+    import torch  # lazily: importing this module stays cheap (the CLI's fast paths use its constants)
+
     return torch.linspace(0, total_frames - 1, n).round().long().tolist()
+
+
+def frame_count_warnings(
+    total: int, used: int, *, fps: float, frames: int | None, max_frames: int, video_fps: float | None = None
+) -> list[str]:
+    """What the user asked for and did not get, in words (``[]`` when the count is as asked).
+
+    ``--frames N``: rounded to an even count (1 -> 2, 3 -> 4, 5 -> 4, 7 -> 8), capped by
+    ``--max-frames`` and by the clip's length. ``--fps``: capped by ``--max-frames`` (the minimum of 4
+    frames and the clip's length are documented and not reported)."""
+    out = []
+    if frames is not None and used != frames:
+        if used >= total and frames > total:
+            why = f"the clip has only {total} frame{'s' if total != 1 else ''}, all used"
+        elif frames > max_frames and used <= max_frames:
+            why = f"capped by --max-frames {max_frames}"
+        else:
+            why = "frame counts are rounded to an even number (frames are paired into temporal patches)"
+        out.append(f"--frames {frames}: using {used} frame{'s' if used != 1 else ''}; {why}")
+    elif frames is None and video_fps and total / video_fps * fps > max_frames and used < total:
+        out.append(f"--fps {fps:g}: capped at --max-frames {max_frames} ({used} frames); "
+                   "raise --max-frames or lower --fps")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +216,7 @@ class Visual:
     width: int
     height: int
     sampling_fps: float | None
+    warnings: list[str] = field(default_factory=list)  # sampling adjustments the user should know about
 
     @property
     def num_frames(self) -> int:
@@ -328,6 +355,8 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
 
     timestamps = _timestamps(reader, indices, avg_fps, duration)
     del reader
+    import torch
+
     tensor = torch.from_numpy(batch)
     if tensor.ndim != 4 or tensor.shape[-1] != 3 or tensor.shape[0] != len(indices):
         raise InputError(
@@ -346,6 +375,9 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
         width=width,
         height=height,
         sampling_fps=(len(indices) / duration) if duration else None,
+        warnings=frame_count_warnings(
+            total, len(indices), fps=fps, frames=frames, max_frames=max_frames, video_fps=avg_fps
+        ),
     )
 
 

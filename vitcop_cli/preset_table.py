@@ -1,0 +1,92 @@
+"""``vitcop presets``: the budgets every built-in preset gives at one model depth (no torch import).
+
+Contract:
+
+- :func:`model_depth` ``(model, *, offline) -> int``: the LLM depth (decoder layers) of ``model``.
+  ``None`` means the default model, whose depth is known (:data:`vitcop_cli.catalog.KNOWN_DEPTHS`,
+  28 for Qwen2-VL-2B-Instruct) so nothing is read. Otherwise the checkpoint's ``config.json`` is
+  read alone (:mod:`vitcop_cli.model_ref`: fast one-line failures, model_type checked first, so an
+  unsupported type says so) and the depth taken from ``text_config.num_hidden_layers`` or
+  ``num_hidden_layers``; only a config that leaves it implicit is handed to transformers'
+  ``AutoConfig`` (``trust_remote_code=False``).
+- :func:`preset_table` ``(*, model, n_visual, offline) -> list[PresetRow]``: one row per built-in
+  preset, strongest pruning last. A preset that does not fit the depth is an :class:`InputError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalog import KNOWN_DEPTHS
+from .defaults import DEFAULT_MODEL
+from .errors import InputError
+
+__all__ = ["PresetRow", "model_depth", "preset_table"]
+
+
+@dataclass
+class PresetRow:
+    """One line of ``vitcop presets``: a preset and the budgets it gives at a model depth."""
+
+    name: str
+    description: str
+    ratio: float
+    vision_keep: float
+    n_visual: int
+    n_layers: int
+    V: int
+    Rs: int
+    Rd: int
+    shallow_layer: int | None
+    deep_layer: int | None
+    layer_averaged: float
+
+
+def model_depth(model: str | None, *, offline: bool = False) -> int:
+    """Decoder layers of ``model``'s LLM (see the module docstring)."""
+    if model is None:
+        model = DEFAULT_MODEL
+    if model in KNOWN_DEPTHS:
+        return KNOWN_DEPTHS[model]
+    from .model_ref import check_model_type, declared_config, is_path_like
+
+    declared, offline = declared_config(model, offline=offline)
+    check_model_type(model, declared)
+    text = declared.get("text_config") if isinstance(declared.get("text_config"), dict) else {}
+    depth = text.get("num_hidden_layers", declared.get("num_hidden_layers"))
+    if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1:
+        return depth
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    source = str(Path(model).expanduser()) if is_path_like(model) else model
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=offline, trust_remote_code=False)
+        return int(config.get_text_config().num_hidden_layers)
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{model}: cannot read the model's depth from its config ({first})") from None
+
+
+def preset_table(*, model: str | None = None, n_visual: int = 4096, offline: bool = False) -> list[PresetRow]:
+    """Budgets of every built-in preset at ``model``'s depth (the default model's when ``None``)."""
+    from pruning.presets import PresetError, builtin_presets, load_preset
+
+    if n_visual < 1:
+        raise InputError("--visual-tokens must be at least 1")
+    n_layers = model_depth(model, offline=offline)
+    rows = []
+    for name in builtin_presets():
+        p = load_preset(name)
+        if p.is_identity:
+            rows.append(PresetRow(name, p.description, p.ratio, p.vision_keep, n_visual, n_layers,
+                                  n_visual, n_visual, n_visual, None, None, float(n_visual)))
+            continue
+        try:
+            b = p.budgets(n_visual, n_layers)
+        except PresetError as exc:
+            raise InputError(str(exc)) from None
+        rows.append(PresetRow(name, p.description, p.ratio, p.vision_keep, n_visual, n_layers, b.V, b.Rs, b.Rd,
+                              b.shallow_layer, b.deep_layer, b.layer_averaged))
+    return sorted(rows, key=lambda r: -r.ratio)
