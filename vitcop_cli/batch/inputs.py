@@ -2,13 +2,17 @@
 
 Contract:
 
-- Items. :func:`items_from_folder` walks a folder recursively (sorted, hidden files and folders
+- Items. :func:`read_folder` walks a folder recursively (sorted, hidden files and folders
   skipped, media recognised by extension: :data:`~vitcop_cli.video.VIDEO_EXTENSIONS` /
-  ``IMAGE_EXTENSIONS``) and asks every question of every clip. :func:`items_from_jsonl` reads
-  ``{"video", "question", "id"?, "options"?, "answer"?}`` lines (``video`` relative to the file;
-  other fields are ignored); a malformed line is an :class:`InputError` naming the line. A missing
-  or unreadable clip is *not* an input error: it becomes that item's ``error`` line at run time.
-  A :class:`BatchItem` validates itself on construction and resolves ``video`` to an absolute path.
+  ``IMAGE_EXTENSIONS``) and asks every question of every clip; media-named entries it cannot use
+  (unlistable subfolder, a folder named ``x.mp4``, a broken link) are named in a note.
+  :func:`read_jsonl` streams ``{"video", "question", "id"?, "options"?, "answer"?}`` lines
+  (``video`` relative to the file); all bad lines (bad JSON or fields, not UTF-8, over
+  :data:`MAX_LINE_BYTES`, a misspelt key) are reported together in one :class:`InputError`, other
+  unknown keys in a note. ``items_from_*`` return just the items. A missing or unreadable clip is
+  *not* an input error: it becomes that item's ``error`` line at run time. A :class:`BatchItem`
+  validates itself on construction and resolves ``video`` to an absolute path.
+- Names. :func:`printable` escapes control characters in names shown on a terminal.
 - Multiple choice. An item with ``options`` is asked :func:`mc_prompt` (question, ``A. ...`` lines,
   then :data:`MC_INSTRUCTION`); the model's letter is read back with :func:`parse_letter`. The gold
   ``answer`` may be a letter (``"B"``, ``"(b)"``) or an option's text and is stored as its letter
@@ -30,17 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import InputError
-from .video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_media_file
+from ..errors import InputError
+from ..video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_media_file
 
 __all__ = [
+    "KNOWN_KEYS",
+    "MAX_LINE_BYTES",
     "MC_INSTRUCTION",
     "BatchItem",
+    "Inputs",
     "gold_letter",
     "items_from_folder",
     "items_from_jsonl",
     "mc_prompt",
     "parse_letter",
+    "printable",
+    "read_folder",
+    "read_jsonl",
 ]
 
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -107,11 +117,32 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def items_from_folder(folder: str | os.PathLike, questions: Sequence[str]) -> list[BatchItem]:
+@dataclass
+class Inputs:
+    """What a folder or questions file yields: the items, plus one-line notes for the user.
+
+    ``notes`` say what was skipped or ignored and why (unreadable subfolders, a folder named like a
+    clip, unknown keys); the CLI prints them, so a batch never silently sees less than was given.
+    """
+
+    items: list[BatchItem]
+    notes: list[str]
+
+
+def _summarise(what: str, entries: list[tuple[str, str]], limit: int = 5) -> str:
+    """One line: ``what N: a (reason); b (reason) ... and K more``."""
+    shown = "; ".join(f"{printable(name)} ({reason})" for name, reason in entries[:limit])
+    more = f"; and {len(entries) - limit} more" if len(entries) > limit else ""
+    return f"{what} {len(entries)}: {shown}{more}"
+
+
+def read_folder(folder: str | os.PathLike, questions: Sequence[str]) -> Inputs:
     """Every video / image under ``folder`` (recursive, sorted, hidden entries skipped) x every question.
 
     ``id`` is the clip's path relative to ``folder`` (``#2``, ``#3``, ... appended for the second and
-    later questions when there are several).
+    later questions when there are several). Entries that look like media but cannot be used (a
+    subfolder that cannot be listed, a folder or other non-file named like a clip, a broken link) are
+    listed in one note with their reasons; files with other extensions are not media and not noted.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -122,82 +153,184 @@ def items_from_folder(folder: str | os.PathLike, questions: Sequence[str]) -> li
     if any(not q for q in questions):
         raise InputError("--question is empty")
     files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=None, followlinks=False):
+    skipped: list[tuple[str, str]] = []
+
+    def rel(path) -> str:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append((rel(exc.filename) + "/", f"cannot list: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        for d in dirnames:
+            if is_media_file(d):  # a folder named like a clip: walked into, but not a clip itself
+                skipped.append((rel(Path(dirpath) / d), "a folder, not a file"))
         for name in sorted(filenames):
+            if _is_hidden(name) or not is_media_file(name):
+                continue
             path = Path(dirpath) / name
-            if not _is_hidden(name) and is_media_file(name) and path.is_file():
+            if path.is_file():
                 files.append(path)
+            elif path.is_symlink() and not path.exists():
+                skipped.append((rel(path), "broken link"))
+            else:
+                skipped.append((rel(path), "not a regular file"))
+    notes = [_summarise(f"skipped under {folder}:", sorted(skipped))] if skipped else []
     if not files:
+        extra = f"; {notes[0]}" if notes else ""
         raise InputError(
             f"no video or image files found under {folder} (looked for "
-            f"{', '.join(sorted(VIDEO_EXTENSIONS | IMAGE_EXTENSIONS))})"
+            f"{', '.join(sorted(VIDEO_EXTENSIONS | IMAGE_EXTENSIONS))}){extra}"
         )
     files.sort(key=lambda p: p.relative_to(root).as_posix())
     items = []
     for path in files:
-        rel = path.relative_to(root).as_posix()
+        r = path.relative_to(root).as_posix()
         for i, q in enumerate(questions):
-            items.append(BatchItem(video=str(path), question=q, id=rel if i == 0 else f"{rel}#{i + 1}"))
-    return items
+            items.append(BatchItem(video=str(path), question=q, id=r if i == 0 else f"{r}#{i + 1}"))
+    return Inputs(items, notes)
 
 
-def items_from_jsonl(path: str | os.PathLike) -> list[BatchItem]:
+def items_from_folder(folder: str | os.PathLike, questions: Sequence[str]) -> list[BatchItem]:
+    """The items of :func:`read_folder` (its notes dropped)."""
+    return read_folder(folder, questions).items
+
+
+MAX_LINE_BYTES = 1 << 20  # a questions-file line longer than this (1 MiB) is an error for that line
+KNOWN_KEYS = ("id", "video", "question", "options", "answer")
+_MAX_REPORTED = 10  # bad lines named in the message; the rest are counted
+
+
+def _lines(fh, limit: int):
+    """(line number, raw bytes or None when longer than ``limit``) for each line; memory bounded by ``limit``."""
+    lineno = 0
+    while True:
+        raw = fh.readline(limit + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # skip the rest of the line
+                raw = fh.readline(1 << 16)
+            yield lineno, None
+            continue
+        if len(raw.rstrip(b"\r\n")) > limit:
+            yield lineno, None
+            continue
+        yield lineno, raw
+
+
+def read_jsonl(path: str | os.PathLike) -> Inputs:
     """The items of a JSONL questions file; ``video`` paths are relative to the file's folder.
 
-    Blank lines are skipped; ``id`` defaults to the line number. Raises :class:`InputError` naming
-    the line for a malformed one (not JSON, not an object, missing / empty ``video`` or
-    ``question``, bad ``options`` / ``answer``).
+    Blank lines are skipped; ``id`` defaults to the line number. Every bad line is found in one pass
+    and reported in one :class:`InputError` naming each line and why (not JSON, not an object,
+    missing / empty ``video`` or ``question``, bad ``options`` / ``answer``, not UTF-8, longer than
+    :data:`MAX_LINE_BYTES`, an unknown key that looks like a misspelt known one). Other unknown keys
+    are ignored and named in a note. The file is streamed: memory stays bounded by the line limit.
     """
+    import difflib
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"file not found: {path}; check the path")
     if not p.is_file():
         raise InputError(f"{path} is not a regular file; give a folder or a JSONL questions file")
     base = p.resolve().parent
+    items: list[BatchItem] = []
+    bad: list[tuple[int, str]] = []
+    unknown: dict[str, list[int]] = {}
     try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(
-            f"{path} is not a UTF-8 text file; give a JSONL questions file (one JSON object a line)"
-        ) from None
+        fh = open(p, "rb")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    items = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path} line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: expected a JSON object like {{\"video\": ..., \"question\": ...}}")
-        for name in ("video", "question"):
-            if name not in obj:
-                raise InputError(f'{where}: missing "{name}"')
-        video = obj["video"]
-        if not isinstance(video, str) or not video.strip():
-            raise InputError(f'{where}: "video" must be a non-empty path')
-        video_path = Path(video).expanduser()
-        if not video_path.is_absolute():
-            video_path = base / video_path
-        try:
-            items.append(
-                BatchItem(
-                    video=str(video_path),
-                    question=obj["question"],
-                    id=obj.get("id", lineno),
-                    options=obj.get("options"),
-                    answer=obj.get("answer"),
-                )
-            )
-        except InputError as exc:
-            raise InputError(f"{where}: {exc}") from None
+    with fh:
+        for lineno, raw in _lines(fh, MAX_LINE_BYTES):
+            if raw is None:
+                bad.append((lineno, f"longer than {MAX_LINE_BYTES} bytes"))
+                continue
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                bad.append((lineno, f"not UTF-8 text (byte {exc.start + 1})"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                items.append(_item(json.loads(line), lineno, base, unknown))
+            except json.JSONDecodeError as exc:
+                bad.append((lineno, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+            except InputError as exc:
+                bad.append((lineno, str(exc)))
+    for key, lines in unknown.items():
+        close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.75)
+        if close:
+            bad.extend((n, f'unknown key "{printable(key)}" (did you mean "{close[0]}"?)') for n in lines)
+    if bad:
+        bad.sort()
+        shown = "; ".join(f"line {n}: {reason}" for n, reason in bad[:_MAX_REPORTED])
+        more = f"; and {len(bad) - _MAX_REPORTED} more" if len(bad) > _MAX_REPORTED else ""
+        what = "1 bad line" if len(bad) == 1 else f"{len(bad)} bad lines"
+        raise InputError(f"{path}: {what}: {shown}{more}")
     if not items:
         raise InputError(f"{path} holds no questions (one JSON object a line)")
-    return items
+    notes = []
+    ignored = {k: v for k, v in unknown.items() if not difflib.get_close_matches(k, KNOWN_KEYS, n=1, cutoff=0.75)}
+    if ignored:
+        parts = [f'"{printable(k)}" (line{"s" if len(v) > 1 else ""} {_line_list(v)})' for k, v in ignored.items()]
+        notes.append(f"{path}: ignored unknown key{'s' if len(parts) > 1 else ''} {', '.join(parts)}; "
+                     f"known keys: {', '.join(KNOWN_KEYS)}")
+    return Inputs(items, notes)
+
+
+def _line_list(lines: list[int], limit: int = 5) -> str:
+    shown = ", ".join(str(n) for n in lines[:limit])
+    return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+def _item(obj, lineno: int, base: Path, unknown: dict[str, list[int]]) -> BatchItem:
+    if not isinstance(obj, dict):
+        raise InputError('expected a JSON object like {"video": ..., "question": ...}')
+    for key in obj:
+        if key not in KNOWN_KEYS:
+            unknown.setdefault(str(key), []).append(lineno)
+    for name in ("video", "question"):
+        if name not in obj:
+            raise InputError(f'missing "{name}"')
+    video = obj["video"]
+    if not isinstance(video, str) or not video.strip():
+        raise InputError('"video" must be a non-empty path')
+    video_path = Path(video).expanduser()
+    if not video_path.is_absolute():
+        video_path = base / video_path
+    return BatchItem(video=str(video_path), question=obj["question"], id=obj.get("id", lineno),
+                     options=obj.get("options"), answer=obj.get("answer"))
+
+
+def items_from_jsonl(path: str | os.PathLike) -> list[BatchItem]:
+    """The items of :func:`read_jsonl` (its notes dropped)."""
+    return read_jsonl(path).items
+
+
+def printable(text) -> str:
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ``\\u2028``), so
+    a file name cannot split or recolour a progress line."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 # ---------------------------------------------------------------------------------------------

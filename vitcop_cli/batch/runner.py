@@ -1,54 +1,54 @@
-"""``vitcop batch``: many (clip, question) items through one loaded model, into a resumable JSONL file.
+"""Running a batch: plan, this rank's share through the model, part file, merge, summary.
 
-This module runs the batch. Its parts state their own contracts and their public names are
-re-exported here: :mod:`~vitcop_cli.batch_inputs` (items, multiple choice, scoring),
-:mod:`~vitcop_cli.batch_store` (the results file), :mod:`~vitcop_cli.batch_summary` (the figures),
-:mod:`~vitcop_cli.options` (option validation).
+Contract (the package docstring gives the whole picture):
 
-Contract:
-
-- Output. One JSON line per (item, method, preset) job: ``AskResult.to_dict()`` (what ``ask --json``
-  prints) plus ``id``, ``video`` (resolved absolute path), ``question`` (the item's question),
-  ``prompt`` (the text sent: for multiple choice, question + options + instruction; ``ask``'s own
-  ``question`` field), ``options``, ``expected`` (the gold answer: a letter for multiple choice; named
-  so because ``answer`` is the model's answer), ``predicted`` (the parsed letter), ``correct`` and
-  ``error`` (see :func:`~vitcop_cli.batch_inputs._score`). A failed job has ``error`` set to a
-  one-line message and every other result field ``null``, except the key fields. Each line is
-  written and ``fsync``'d before the next job starts, so a crash or kill loses at most the job in
-  flight.
-- Resume. Jobs are keyed by ``(video, prompt, model, preset, method)`` (:data:`Key`): resolved
-  absolute clip path, text sent, ``--model`` string as given, preset name, method. Generation
-  options (frames, tokens, temperature, ...) are not part of the key: use another ``--out`` when
-  changing them. On start, a torn last line of ours is cut off, and every key with a successful
-  line is skipped. A non-empty ``out`` holding no result line is refused (:class:`InputError`), so a
-  wrong ``--out`` never damages another file. Failed keys are retried by default (the new line
-  supersedes the earlier error line, which stays in the file); ``retry_failed=False``
-  (``--skip-failed``) leaves them alone. A key never gets two successful lines: resumed keys are
-  skipped and an input item repeating an earlier (video, prompt) is run once (``duplicates``). An
-  exclusive ``flock`` on the output stops two batches from appending to the same file.
-- Prefetch. With ``prefetch=True`` a background thread decodes (:func:`load_visual`) and preprocesses
-  (``Session.prepare``) the next item while the current one generates, one item ahead at most.
-  The decoded frames of an item are dropped once it is prepared (the processor's tensors are kept);
-  consecutive items on the same clip decode it once (``video_decode_s`` is then 0).
-- Summary. Counts are for this run (``ok``, ``failed``, ``skipped`` = already done, ``skipped_failed``
-  = earlier failures left alone); the figures cover every successful result of the input's jobs,
-  including those from earlier runs (:mod:`~vitcop_cli.batch_summary`).
-- Interruption. A ``KeyboardInterrupt`` (Ctrl-C, or raised by ``on_progress``) stops the batch after
-  the lines already written; it is re-raised as :class:`BatchInterrupted` carrying the partial
-  summary.
+- Output. One JSON line per job: ``AskResult.to_dict()`` (what ``ask --json`` prints) plus
+  ``id``, ``video`` (resolved absolute path), ``question`` (the item's question), ``prompt`` (the
+  text sent: for multiple choice, question + options + instruction; ``ask``'s own ``question``
+  field), ``options``, ``expected`` (the gold answer: a letter for multiple choice; named so
+  because ``answer`` is the model's answer), ``predicted`` (the parsed letter), ``correct`` and
+  ``error`` (see :func:`~.inputs._score`). ``model`` is :func:`vitcop_cli.api.model_identity`,
+  ``preset`` the preset's label, ``method`` ``"none"`` for the unpruned preset (:mod:`.plan`). A
+  failed job has ``error`` set to a one-line message and every other result field ``null``,
+  except the key fields.
+- Steps. Take the ``--out`` lock (rank 0, unless the caller holds it: :mod:`.lock`); rank 0 merges
+  what earlier runs left (:func:`.merge.merge`); every rank plans the same pending jobs from
+  ``--out`` and runs its share (:func:`.plan.shares`), appending each line, fsync'd, to its part
+  file before the next job starts, so a crash or kill loses at most the job in flight; rank 0
+  waits for every rank, merges the parts into ``--out`` and returns the summary. Under torchrun the
+  steps are agreed between ranks (:class:`.dist.DistContext`); other ranks return their own counts.
+- Resume. Keys with a successful line are skipped; failed keys are retried by default (the new
+  line replaces the error line at the merge); ``retry_failed=False`` (``--skip-failed``) leaves
+  them alone. Generation options (frames, tokens, temperature, ...) are not part of the key: use
+  another ``--out`` when changing them. An input item repeating an earlier (video, prompt) is run
+  once (``duplicates``).
+- Prefetch. With ``prefetch=True`` a background thread decodes (:func:`load_visual`) and
+  preprocesses (``Session.prepare``) the next item while the current one generates, one item
+  ahead at most (:mod:`.prefetch`). Decoded frames are dropped once prepared; consecutive items on
+  the same clip decode it once (``video_decode_s`` is then 0).
+- Summary. Counts are for this run, all ranks (``ok``, ``failed``, ``skipped`` = already done,
+  ``skipped_failed`` = earlier failures left alone); the figures cover every result of the input's
+  jobs, earlier runs' included (:mod:`.summary`).
+- Interruption. A ``KeyboardInterrupt`` (Ctrl-C; SIGTERM / SIGHUP as
+  :class:`vitcop_cli.signals.Terminated`; or raised by ``on_progress``) abandons the job in flight
+  without waiting for the prefetch thread; a single process then merges what it wrote. It is
+  re-raised as :class:`BatchInterrupted` carrying the partial summary and the cause.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import queue
-import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
-from .batch_inputs import (
+from ..errors import InputError, VitcopError
+from ..options import check_run_options
+from ..result import AskResult
+from . import merge as merging
+from .inputs import (
     MC_INSTRUCTION,
     BatchItem,
     _score,
@@ -57,24 +57,30 @@ from .batch_inputs import (
     items_from_jsonl,
     mc_prompt,
     parse_letter,
+    printable,
+    read_folder,
+    read_jsonl,
 )
-from .batch_store import Key, _Output, _row, _scan, check_out_path, load_done_keys, read_results, record_key
-from .batch_summary import BatchSummary, GroupSummary, ResultStats, _stats, aggregate
-from .errors import InputError, VitcopError
-from .options import check_run_options
-from .result import AskResult
+from .lock import OutLock
+from .plan import NO_METHOD, combos, job_key, plan, shares
+from .prefetch import Inline, Prefetcher
+from .store import Key, PartWriter, check_out_path, load_done_keys, read_results, record_key, scan
+from .summary import BatchSummary, GroupSummary, ResultStats, _stats, aggregate
 
 __all__ = [
     "MC_INSTRUCTION",
+    "NO_METHOD",
     "BatchInterrupted",
     "BatchItem",
     "BatchProgress",
     "BatchSummary",
     "GroupSummary",
     "Key",
+    "OutLock",
     "ResultStats",
     "aggregate",
     "check_out_path",
+    "check_presets_fit",
     "check_run_options",
     "gold_letter",
     "items_from_folder",
@@ -82,38 +88,50 @@ __all__ = [
     "load_done_keys",
     "mc_prompt",
     "parse_letter",
+    "printable",
+    "read_folder",
+    "read_jsonl",
     "read_results",
     "record_key",
     "run_batch",
 ]
 
 _ERROR_LIMIT = 500
+_POLL_S = 0.2
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """The batch was interrupted; ``summary`` covers what was written before."""
+    """The batch was interrupted; ``summary`` covers what was written before, ``cause`` is the interruption."""
 
-    def __init__(self, summary: BatchSummary):
+    def __init__(self, summary: BatchSummary, cause: BaseException | None = None):
         super().__init__("batch interrupted")
         self.summary = summary
+        self.cause = cause
 
 
 @dataclass
 class BatchProgress:
-    """Passed to ``on_progress`` once before the first job (``done == 0``) and after every job written."""
+    """Passed to ``on_progress``: ``kind`` "start" once before the first job (``done == 0``), "job" after
+    every job written (by this rank: ``item`` set; by another rank, only its failures: ``item_id`` /
+    ``video`` set), "tick" when only the counts moved. Counts cover every rank."""
 
     done: int
-    total: int  # jobs to run in this run (skipped ones excluded)
+    total: int  # jobs to run in this run, all ranks (skipped ones excluded)
     ok: int
     failed: int
     skipped: int
     skipped_failed: int
     elapsed_s: float
-    item: BatchItem | None = None  # the job just written (None for the first call)
+    item: BatchItem | None = None  # the job just written by this rank
     preset: str | None = None
     method: str | None = None
     error: str | None = None
-    exception: BaseException | None = field(default=None, repr=False)
+    exception: BaseException | None = dataclasses.field(default=None, repr=False)
+    kind: str = "job"
+    item_id: str | int | None = None
+    video: str | None = None
+    rank: int = 0
+    ranks: int = 1
 
 
 def _one_line(exc: BaseException) -> str:
@@ -126,14 +144,14 @@ _ASK_FIELDS = [f.name for f in dataclasses.fields(AskResult)]
 
 
 def _record(item: BatchItem, model: str, preset: str, method: str, result: AskResult | None, error: str | None) -> dict:
-    """One output line. ``id`` must stay the first key: ``batch_store._RECORD_START`` relies on it."""
+    """One output line. ``id`` must stay the first key: ``store._RECORD_START`` relies on it."""
     if result is not None:
         ask = result.to_dict()
         predicted, correct = _score(item, result.answer)
     else:
         ask = {name: None for name in _ASK_FIELDS}
-        ask.update(model=model, preset=preset, method=method)
         predicted = correct = None
+    ask.update(model=model, preset=preset, method=method)  # the key: what ran, named by identity
     ask.pop("question", None)
     rec = {
         "id": item.id,
@@ -148,71 +166,87 @@ def _record(item: BatchItem, model: str, preset: str, method: str, result: AskRe
     return rec
 
 
-_DONE = object()
+def _n_layers(session) -> int | None:
+    config = getattr(getattr(session, "model", None), "config", None)
+    try:
+        return int(config.get_text_config().num_hidden_layers)
+    except (AttributeError, TypeError, ValueError):
+        return None  # not a transformers model (a scripted session): nothing to check
 
 
-class _Prefetcher:
-    """``fn(x)`` for each x of ``xs`` in a background thread, at most ``depth`` items ahead of the consumer.
+def check_presets_fit(session, presets: Sequence) -> None:
+    """InputError (exit 2), once, when a preset's layers do not fit ``session``'s LLM depth."""
+    from pruning.presets import PresetError
 
-    Iterating yields ``(x, value, exception)`` in order. A slot is given back when the consumer takes
-    an item, so with ``depth=1`` the thread prepares item i+1 while the consumer works on item i.
-    """
-
-    def __init__(self, fn: Callable, xs: Sequence, depth: int = 1):
-        self._fn, self._xs = fn, list(xs)
-        self._queue: queue.Queue = queue.Queue()
-        self._slots = threading.Semaphore(depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vitcop-batch-prefetch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
+    n_layers = _n_layers(session)
+    if n_layers is None:
+        return
+    for p in presets:
+        if p.is_identity:
+            continue
         try:
-            for x in self._xs:
-                while not self._slots.acquire(timeout=0.1):
-                    if self._stop.is_set():
-                        return
-                if self._stop.is_set():
-                    return
-                try:
-                    self._queue.put((x, self._fn(x), None))
-                except Exception as exc:  # noqa: BLE001 - becomes the item's error line
-                    self._queue.put((x, None, exc))
-        except BaseException as exc:  # noqa: BLE001 - hand anything else to the consumer
-            self._queue.put(("__raise__", None, exc))
-        finally:
-            self._queue.put(_DONE)
-
-    def __iter__(self):
-        while True:
-            got = self._queue.get()
-            if got is _DONE:
-                return
-            if got[0] == "__raise__":
-                raise got[2]
-            self._slots.release()
-            yield got
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
+            p.resolve_layers(n_layers)
+        except PresetError as exc:
+            raise InputError(f"--preset {p.label} does not fit this model: {exc}") from None
 
 
-class _Inline:
-    """The same interface, no thread: ``fn(x)`` when the consumer asks for the item."""
+def _identity(name: str) -> str:
+    from ..api import model_identity
 
-    def __init__(self, fn: Callable, xs: Sequence):
-        self._fn, self._xs = fn, list(xs)
+    return model_identity(name)
 
-    def __iter__(self):
-        for x in self._xs:
-            try:
-                yield x, self._fn(x), None
-            except Exception as exc:  # noqa: BLE001
-                yield x, None, exc
 
-    def close(self, timeout: float = 0.0) -> None:
-        pass
+class _Tracker:
+    """This run's counts; under torchrun also the job-wide counters in the store, and other ranks' failures."""
+
+    def __init__(self, ctx, total, skipped, skipped_failed, started, on_progress):
+        self.ctx, self.total, self.started, self.on_progress = ctx, total, started, on_progress
+        self.skipped, self.skipped_failed = skipped, skipped_failed
+        self.local = Counter()
+        self.groups = Counter()  # (method, preset label, "ok" | "failed")
+        self.seen = 0
+
+    def job(self, item, method, preset, error, exception) -> None:
+        outcome = "ok" if error is None else "failed"
+        self.local["done"] += 1
+        self.local[outcome] += 1
+        self.groups[(method, preset, outcome)] += 1
+        if self.ctx is not None:
+            self.ctx.add("done")
+            self.ctx.add(outcome)
+            if error is not None and not self.ctx.is_root:
+                self.ctx.post({"id": item.id, "video": item.video, "method": method, "preset": preset,
+                               "error": error, "rank": self.ctx.rank})
+        self.emit("job", item=item, preset=preset, method=method, error=error, exception=exception)
+
+    def counts(self) -> tuple[int, int, int]:
+        if self.ctx is None:
+            return self.local["done"], self.local["ok"], self.local["failed"]
+        try:
+            return self.ctx.count("done"), self.ctx.count("ok"), self.ctx.count("failed")
+        except Exception:  # noqa: BLE001 - the store is gone (the job is being torn down)
+            return self.local["done"], self.local["ok"], self.local["failed"]
+
+    def emit(self, kind: str, **fields) -> None:
+        if self.on_progress is None:
+            return
+        ranks = 1 if self.ctx is None else self.ctx.world
+        rank = 0 if self.ctx is None else self.ctx.rank
+        remote = []
+        if self.ctx is not None and self.ctx.is_root:
+            remote, self.seen = self.ctx.messages(self.seen)
+        done, ok, failed = self.counts()
+        common = dict(total=self.total, ok=ok, failed=failed, skipped=self.skipped,
+                      skipped_failed=self.skipped_failed, elapsed_s=time.perf_counter() - self.started,
+                      rank=rank, ranks=ranks)
+        for msg in remote:
+            self.on_progress(BatchProgress(done=done, kind="job", item_id=msg.get("id"), video=msg.get("video"),
+                                           preset=msg.get("preset"), method=msg.get("method"),
+                                           error=msg.get("error"), **{**common, "rank": msg.get("rank", 0)}))
+        item = fields.get("item")
+        if item is not None:
+            fields.update(item_id=item.id, video=item.video)
+        self.on_progress(BatchProgress(done=done, kind=kind, **common, **fields))
 
 
 def run_batch(
@@ -231,18 +265,23 @@ def run_batch(
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_p: float | None = None,
+    seed: int | None = None,
     prefetch: bool = True,
     retry_failed: bool = True,
     on_progress: Callable[[BatchProgress], None] | None = None,
+    dist=None,
+    lock: OutLock | None = None,
 ) -> BatchSummary:
-    """Run every item under every (method, preset) on ``session``, appending one line per job to ``out_path``.
+    """Run every item under every (method, preset) on ``session``; results end up in ``out_path``.
 
-    See the module docstring for the output, resume and summary rules. Bad options raise
-    :class:`InputError` before the output is touched; a failing clip or generation becomes an
-    ``error`` line and the batch goes on; failing to write the output raises
-    :class:`RuntimeFailure`; an interruption raises :class:`BatchInterrupted`.
+    See the module docstring for the output, resume and summary rules. Bad options (or a preset
+    that does not fit the model) raise :class:`InputError` before the output is touched; a failing
+    clip or generation becomes an ``error`` line and the batch goes on; failing to write raises
+    :class:`RuntimeFailure`; an interruption raises :class:`BatchInterrupted`. ``dist`` is the
+    :class:`~.dist.DistContext` of a torchrun job (``None``: this process does everything).
+    ``lock``: an :class:`OutLock` already held on ``out_path`` (else rank 0 takes one).
     """
-    from .video import load_visual
+    from ..video import load_visual
 
     started = time.perf_counter()
     loaded, method_list = check_run_options(
@@ -250,94 +289,73 @@ def run_batch(
         min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
     )
     out = check_out_path(out_path)
-    model = session.name
-    combos = [(m, p) for m in method_list for p in loaded]
-
-    output = _Output(out)
+    check_presets_fit(session, loaded)
+    model = _identity(session.name)
+    jobs = combos(loaded, method_list)
+    ctx = dist
+    rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world)
+    root = rank == 0
+    own_lock = root and lock is None
     try:
-        earlier, torn, torn_is_ours = _scan(out)
-        size = os.fstat(output.fd).st_size
-        if size and not earlier and not (torn == size and torn_is_ours):
-            raise InputError(
-                f"--out {out} already holds something other than vitcop batch results; "
-                "give a new file, or the output of an earlier batch to resume it"
-            )
-        if torn_is_ours:
-            output.cut_torn_tail(torn)  # the line in flight when a run was killed
-        elif torn:
-            output.end_line()  # not ours: keep the bytes, start on a new line
-            torn = 0
+        # Earlier results: rank 0 merges what earlier runs left (--out and part files, any rank count).
+        def recover():
+            nonlocal lock
+            if not root:
+                return None
+            if own_lock:
+                lock = OutLock(out)  # inside the agreed step: a refusal ends every rank, not just rank 0
+            return merging.merge(out, guard_foreign=True)
 
-        # Plan: which jobs of which items run now.
-        unique_items: list[BatchItem] = []
-        seen_items: set = set()
-        duplicates = 0
-        for item in items:
-            ident = (item.video, item.prompt)
-            if ident in seen_items:
-                duplicates += 1
-                continue
-            seen_items.add(ident)
-            unique_items.append(item)
-        groups = {(m, p.name): GroupSummary(method=m, preset=p.name, jobs=len(unique_items)) for m, p in combos}
-        final: dict = {}  # (group, key) -> _Row, for the stats
-        pending: list[tuple[BatchItem, list]] = []
-        skipped = skipped_failed = 0
-        for item in unique_items:
-            todo = []
-            for m, p in combos:
-                key = (item.video, item.prompt, model, p.name, m)
-                row = earlier.get(key)
-                g = groups[(m, p.name)]
-                if row is not None and row.error is None:
-                    skipped += 1
-                    g.skipped += 1
-                    final[key] = row
-                elif row is not None and not retry_failed:
-                    skipped_failed += 1
-                    g.skipped_failed += 1
-                    final[key] = row
-                else:
-                    todo.append((m, p))
-            if todo:
-                pending.append((item, todo))
+        recovered = recover() if ctx is None else ctx.agree("merging earlier results", recover)
+        earlier = recovered.rows if root else scan([out])
+        torn = recovered.torn_bytes if root else 0
+        p = plan(items, jobs, model, earlier, retry_failed=retry_failed)
         del earlier
-        total = sum(len(todo) for _, todo in pending)
-        counts = {"done": 0, "ok": 0, "failed": 0}
+        mine = shares(p.pending, world, frames=frames, max_frames=max_frames)[rank]
+        total = sum(len(x.todo) for x in p.pending)
+        tracker = _Tracker(ctx, total, p.skipped, p.skipped_failed, started, on_progress)
+        generate_method = method_list[0]
 
-        def progress(item=None, preset=None, method=None, error=None, exception=None) -> None:
-            if on_progress is not None:
-                on_progress(
-                    BatchProgress(
-                        done=counts["done"], total=total, ok=counts["ok"], failed=counts["failed"],
-                        skipped=skipped, skipped_failed=skipped_failed, elapsed_s=time.perf_counter() - started,
-                        item=item, preset=preset, method=method, error=error, exception=exception,
-                    )
-                )
-
-        def summary(interrupted: bool) -> BatchSummary:
-            for (m, pname), g in groups.items():
-                rows = [row for key, row in final.items() if key[3] == pname and key[4] == m]
-                for name, value in asdict(_stats(rows)).items():
-                    setattr(g, name, value)
-            overall = GroupSummary(
-                method="all", preset="all", jobs=len(unique_items) * len(combos), ok=counts["ok"],
-                failed=counts["failed"], skipped=skipped, skipped_failed=skipped_failed,
-                **asdict(_stats(final.values())),
-            )
+        def summary(interrupted: bool, merged=None) -> BatchSummary:
+            rows = dict(p.done)
+            if merged is not None:
+                rows.update({k: v for k, v in merged.rows.items()})
+                ok, failed = sum(merged.part_ok.values()), sum(merged.part_failed.values())
+                per_group = {(m, pr, "ok"): n for (m, pr), n in merged.part_ok.items()}
+                per_group.update({(m, pr, "failed"): n for (m, pr), n in merged.part_failed.items()})
+            else:
+                _, ok, failed = tracker.counts()
+                per_group = tracker.groups
+            groups = []
+            everything = []
+            for m, pr in jobs:
+                group_rows = [rows[k] for k in (job_key(i, model, pr, m) for i in p.items) if k in rows]
+                everything.extend(group_rows)
+                skipped = sum(1 for i in p.items if (r := p.done.get(job_key(i, model, pr, m))) is not None
+                              and r.error is None)
+                g = GroupSummary(method=m, preset=pr.label, jobs=len(p.items), ok=per_group.get((m, pr.label, "ok"), 0),
+                                 failed=per_group.get((m, pr.label, "failed"), 0), skipped=skipped,
+                                 skipped_failed=sum(1 for i in p.items
+                                                    if (r := p.done.get(job_key(i, model, pr, m))) is not None
+                                                    and r.error is not None),
+                                 **asdict(_stats(group_rows)))
+                groups.append(g)
+            n_jobs = len(p.items) * len(jobs)
+            overall = GroupSummary(method="all", preset="all", jobs=n_jobs, ok=ok, failed=failed, skipped=p.skipped,
+                                   skipped_failed=p.skipped_failed, **asdict(_stats(everything)))
             return BatchSummary(
-                out=str(out), model=model, items=len(unique_items), jobs=len(unique_items) * len(combos),
-                ok=counts["ok"], failed=counts["failed"], skipped=skipped, skipped_failed=skipped_failed,
-                duplicates=duplicates, torn_bytes=torn, wall_s=time.perf_counter() - started, prefetch=prefetch,
-                interrupted=interrupted, groups=list(groups.values()), overall=overall,
+                out=str(out), model=model, items=len(p.items), jobs=n_jobs, ok=ok, failed=failed, skipped=p.skipped,
+                skipped_failed=p.skipped_failed, duplicates=p.duplicates, torn_bytes=torn,
+                wall_s=time.perf_counter() - started, prefetch=prefetch, interrupted=interrupted, groups=groups,
+                overall=overall, ranks=world,
             )
 
         # Decode + prepare (in the prefetch thread when asked), one item ahead.
-        next_video = {id(pending[i][0]): pending[i + 1][0].video for i in range(len(pending) - 1)}
+        next_video = {id(mine[i].item): mine[i + 1].item.video for i in range(len(mine) - 1)}
         cache: dict = {}
 
         def prepare(entry):
-            item = entry[0]
+            item = entry.item
             if cache.get("video") == item.video:
                 visual, decode_s, failure = cache["visual"], 0.0, cache["failure"]
             else:
@@ -359,42 +377,56 @@ def run_batch(
                 cache.clear()
             return prepared, decode_s
 
-        feeder = None
+        feeder = writer = None
         try:
-            progress()
-            feeder = _Prefetcher(prepare, pending) if prefetch else _Inline(prepare, pending)
-            for (item, todo), value, exc in feeder:
-                for m, p in todo:
-                    key = (item.video, item.prompt, model, p.name, m)
+            tracker.emit("start")
+            writer = PartWriter(merging.part_path(out, rank))
+            feeder = Prefetcher(prepare, mine) if prefetch else Inline(prepare, mine)
+            for entry, value, exc in feeder:
+                item = entry.item
+                for m, pr in entry.todo:
                     result, error, failure = None, None, exc
                     if failure is None:
                         prepared, decode_s = value
                         try:
                             result = session.generate(
-                                prepared, preset=p, method=m, max_new_tokens=max_new_tokens,
-                                temperature=temperature, top_p=top_p, video_decode_s=decode_s,
+                                prepared, preset=pr, method=generate_method if m == NO_METHOD else m,
+                                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                video_decode_s=decode_s, seed=seed,
                             )
                         except Exception as gen_exc:  # noqa: BLE001 - recorded, the batch goes on
                             failure = gen_exc
                     if failure is not None:
                         error = _one_line(failure)
-                    rec = _record(item, model, p.name, m, result, error)
-                    output.append(rec)
-                    final[key] = _row(rec)
-                    g = groups[(m, p.name)]
-                    counts["done"] += 1
-                    if error is None:
-                        counts["ok"] += 1
-                        g.ok += 1
-                    else:
-                        counts["failed"] += 1
-                        g.failed += 1
-                    progress(item, p.name, m, error, failure)
-        except KeyboardInterrupt:
-            raise BatchInterrupted(summary(True)) from None
-        finally:
+                    writer.append(_record(item, model, pr.label, m, result, error))
+                    tracker.job(item, m, pr.label, error, failure)
+            feeder.close(wait=True)
+            writer.close()
+            if ctx is not None:
+                ctx.finish()
+                if not root:
+                    return summary(False)
+                while ctx.finished() < world:  # the other ranks' shares; torchrun stops us all if one dies
+                    tracker.emit("tick")
+                    time.sleep(_POLL_S)
+            merged = merging.merge(out)
+            tracker.emit("tick")
+            return summary(False, merged)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM / SIGHUP (signals.Terminated), or on_progress
             if feeder is not None:
-                feeder.close()
-        return summary(False)
+                feeder.close(wait=False)  # never wait for a decode in flight
+            if writer is not None:
+                writer.close()
+            merged = None
+            if ctx is None:
+                try:
+                    merged = merging.merge(out)  # a single process leaves one tidy file
+                except (KeyboardInterrupt, VitcopError):
+                    merged = None  # the parts stay; the next run merges them
+            raise BatchInterrupted(summary(True, merged), exc) from None
+        finally:
+            if writer is not None:
+                writer.close()
     finally:
-        output.close()
+        if own_lock and lock is not None:
+            lock.release()

@@ -1,25 +1,27 @@
-"""The ``vitcop batch`` results file: one JSON line per job, appended, resumable.
+"""The ``vitcop batch`` results: one JSON line per job, appended to part files, merged into ``--out``.
 
 Contract:
 
 - Keys. A line's key (:data:`Key`, :func:`record_key`) is ``(video, prompt, model, preset, method)``,
-  all strings (``prompt`` falls back to ``question`` for lines without one); a line without a
-  complete key is not ours and is ignored.
+  all strings (``prompt`` falls back to ``question`` for lines without one): resolved clip path,
+  text sent, :func:`vitcop_cli.api.model_identity`, :attr:`pruning.presets.Preset.label` (so a
+  custom preset with other values never matches a built-in's results) and method (``"none"`` for
+  the unpruned preset, which is method-independent; older lines with preset ``none`` and any method
+  read as that key). A line without a complete key is not ours and is ignored.
 - Reading. Only complete lines count: bytes after the last newline (a torn line, left by a kill
   mid-write) are reported, not parsed, and lines that are not JSON objects are skipped
-  (:func:`read_results`, :func:`load_done_keys`, :func:`_scan`). Files are streamed, never
-  loaded whole. For each key the successful (``error`` null) line, if any, else the last error
-  line, is authoritative (:func:`_scan`); the summary needs only a small :class:`_Row` of it.
+  (:func:`read_results`, :func:`load_done_keys`, :func:`scan`). Files are streamed, never
+  loaded whole. For each key the first successful (``error`` null) line, if any, else the last
+  error line, is authoritative; the summary needs only a small :class:`_Row` of it.
 - Torn tail. A torn tail is "ours" (safe to cut off) when it is a prefix of, or starts with,
   :data:`_RECORD_START`, the way every line ``run_batch`` writes begins (``id`` is the first
-  field of ``batch._record``).
+  field of ``runner._record``).
 - Path. :func:`check_out_path` accepts a new or regular file in an existing, writable folder that
   is not the questions file itself; anything else is an :class:`InputError`.
-- Writing (:class:`_Output`). The file is opened for appending under an exclusive, non-blocking
-  ``flock`` (a second writer gets an :class:`InputError`; no lock on Windows or on file systems
-  without one). Each record is ASCII JSON written with ``os.write`` until complete, then
-  ``os.fsync``'d before :meth:`_Output.append` returns, so a crash loses at most the line in
-  flight. Write failures are :class:`RuntimeFailure`. Closing releases the lock.
+- Writing (:class:`PartWriter`). Each rank appends to its own part file (:mod:`.merge` names and
+  merges them); nothing two processes write is shared. Each record is ASCII JSON written with
+  ``os.write`` until complete, then ``os.fsync``'d before :meth:`PartWriter.append` returns, so a
+  crash loses at most the line in flight. Write failures are :class:`RuntimeFailure`.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import InputError, RuntimeFailure
+from ..errors import InputError, RuntimeFailure
 
 __all__ = [
     "Key",
+    "PartWriter",
     "check_out_path",
+    "scan",
     "load_done_keys",
     "read_results",
     "record_key",
@@ -49,7 +53,10 @@ def record_key(record: dict) -> Key | None:
     if not isinstance(record, dict):
         return None
     prompt = record.get("prompt", record.get("question"))
-    key = (record.get("video"), prompt, record.get("model"), record.get("preset"), record.get("method"))
+    preset, method = record.get("preset"), record.get("method")
+    if preset == "none" and isinstance(method, str):
+        method = "none"  # method-independent; older files recorded the method it ran under
+    key = (record.get("video"), prompt, record.get("model"), preset, method)
     return key if all(isinstance(k, str) for k in key) else None
 
 
@@ -145,20 +152,40 @@ def _row(rec: dict) -> _Row:
 _RECORD_START = b'{"id": '  # every line run_batch writes starts so
 
 
+def _tail_is_ours(tail: bytes) -> bool:
+    return tail.startswith(_RECORD_START) or _RECORD_START.startswith(tail)
+
+
+def _better(row: _Row, prev: _Row | None) -> bool:
+    """Whether ``row`` replaces ``prev`` as a key's authoritative line: the first success wins, else the last error."""
+    return prev is None or (prev.error is not None)
+
+
+def scan(paths) -> dict:
+    """{key: authoritative :class:`_Row`} over the complete lines of ``paths``, in order."""
+    final: dict = {}
+    for path in paths:
+        state: dict = {}
+        for rec in _records(Path(path), state):
+            key = record_key(rec)
+            if key is None:
+                continue
+            if _better(_row(rec), final.get(key)):
+                final[key] = _row(rec)
+    return final
+
+
 def _scan(path: Path) -> tuple[dict, int, bool]:
-    """({key: authoritative _Row}, torn bytes, torn tail is ours): a successful line wins, else the last error."""
+    """({key: authoritative _Row}, torn bytes, torn tail is ours) of one file."""
     final: dict = {}
     state: dict = {}
     for rec in _records(path, state):
         key = record_key(rec)
         if key is None:
             continue
-        row, prev = _row(rec), final.get(key)
-        if row.error is None or prev is None or prev.error is not None:
-            final[key] = row
-    tail = state["tail"]
-    ours = tail.startswith(_RECORD_START) or _RECORD_START.startswith(tail)
-    return final, state["torn"], ours
+        if _better(_row(rec), final.get(key)):
+            final[key] = _row(rec)
+    return final, state["torn"], _tail_is_ours(state["tail"])
 
 
 def check_out_path(out: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
@@ -183,54 +210,24 @@ def check_out_path(out: str | os.PathLike, input_path: str | os.PathLike | None 
     return p
 
 
-class _Output:
-    """The results file, opened for appending under an exclusive lock, torn tail cut off."""
+class PartWriter:
+    """One rank's part file, opened for appending (created on the first line); every line fsync'd."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.fd: int | None = None
+        self.lines = 0
+
+    def _open(self) -> None:
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
-            raise InputError(f"--out {path}: cannot open for writing ({exc.strerror or exc})") from None
-        try:
-            self._lock()
-        except BaseException:
-            os.close(self.fd)
-            raise
-
-    def _lock(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory lock
-            return
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(
-                f"--out {self.path} is being written by another vitcop batch; wait for it, or give another --out"
-            ) from None
-        except OSError:
-            return  # a file system without locks: go on unlocked
-
-    def cut_torn_tail(self, torn: int) -> None:
-        if torn:
-            size = os.fstat(self.fd).st_size
-            try:
-                os.ftruncate(self.fd, size - torn)
-                os.fsync(self.fd)
-            except OSError as exc:
-                raise RuntimeFailure(
-                    f"cannot repair the torn last line of {self.path}: {exc.strerror or exc}"
-                ) from None
-
-    def end_line(self) -> None:
-        try:
-            os.write(self.fd, b"\n")
-        except OSError as exc:
-            raise RuntimeFailure(f"cannot write to {self.path}: {exc.strerror or exc}") from None
+            raise RuntimeFailure(f"cannot write next to --out: {self.path}: {exc.strerror or exc}") from None
 
     def append(self, record: dict) -> None:
         data = (json.dumps(record) + "\n").encode("ascii")  # \u escapes: undecodable file names too
+        if self.fd is None:
+            self._open()
         try:
             view = memoryview(data)
             while view:
@@ -239,9 +236,13 @@ class _Output:
             os.fsync(self.fd)
         except OSError as exc:
             raise RuntimeFailure(f"cannot write to {self.path}: {exc.strerror or exc}") from None
+        self.lines += 1
 
     def close(self) -> None:
+        if self.fd is None:
+            return
         try:
-            os.close(self.fd)  # releases the lock
+            os.close(self.fd)
         except OSError:
             pass
+        self.fd = None

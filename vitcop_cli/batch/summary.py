@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
-from .batch_store import _Row, _row
+from .store import _Row, _row
 
 __all__ = ["BatchSummary", "GroupSummary", "ResultStats", "aggregate"]
 
@@ -115,6 +115,7 @@ class BatchSummary:
     interrupted: bool
     groups: list[GroupSummary]
     overall: GroupSummary
+    ranks: int = 1  # processes that ran it (torchrun world size)
 
     @property
     def exit_code(self) -> int:

@@ -1,4 +1,8 @@
-"""Rendering for ``vitcop batch``: the stderr console, the progress bar, the summary table, closing notes."""
+"""Rendering for ``vitcop batch``: the stderr console, the progress bar, the summary table, closing notes.
+
+Names from the file system (ids, clip names, paths) and error messages are shown through
+:func:`~.inputs.printable` (control characters escaped) and rich's ``escape`` (no markup).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
+
+from .inputs import printable
 
 
 class BatchConsole:
@@ -45,7 +51,7 @@ def run_with_progress(console: Console, session, items, out: Path, *, debug: boo
     from rich.progress import TimeRemainingColumn
     from rich.text import Text
 
-    from . import batch
+    from . import runner as batch
 
     class Throughput(ProgressColumn):
         def render(self, task) -> Text:
@@ -63,21 +69,21 @@ def run_with_progress(console: Console, session, items, out: Path, *, debug: boo
         task = bar.add_task("batch", total=None, failed=0)
 
         def on_progress(ev: "batch.BatchProgress") -> None:
-            if ev.item is None:
+            if ev.kind == "start":
                 if ev.skipped or ev.skipped_failed:
                     failed_note = f", {ev.skipped_failed} earlier failure(s) left alone" if ev.skipped_failed else ""
                     bar.console.print(
-                        f"resuming {escape(str(out))}: {ev.skipped} result(s) already there{failed_note}; "
-                        f"{ev.total} to run",
+                        f"resuming {escape(printable(out))}: {ev.skipped} result(s) already there{failed_note}; "
+                        f"{ev.total} to run" + (f" on {ev.ranks} ranks" if ev.ranks > 1 else ""),
                         highlight=False, soft_wrap=True,
                     )
                 bar.update(task, total=ev.total, completed=0, failed=0)
                 return
-            name = Path(ev.item.video).name
             if ev.error is not None:
+                where = f" [rank {ev.rank}]" if ev.ranks > 1 else ""
                 bar.console.print(
-                    f"[yellow]failed[/] {escape(str(ev.item.id))} ({escape(ev.method)} {escape(ev.preset)}): "
-                    f"{escape(ev.error)}",
+                    f"[yellow]failed[/] {escape(printable(ev.item_id))} ({escape(printable(ev.method))} "
+                    f"{escape(printable(ev.preset))}){escape(where)}: {escape(printable(ev.error))}",
                     highlight=False, soft_wrap=True,
                 )
                 if debug and ev.exception is not None:
@@ -86,8 +92,11 @@ def run_with_progress(console: Console, session, items, out: Path, *, debug: boo
                     bar.console.print(
                         Traceback.from_exception(type(ev.exception), ev.exception, ev.exception.__traceback__)
                     )
-            what = f"{ev.method} {ev.preset}" if len(options["methods"]) > 1 else ev.preset
-            bar.update(task, completed=ev.done, failed=ev.failed, description=escape(f"{name} · {what}"))
+            if ev.kind == "job" and ev.item is not None:
+                name = printable(Path(ev.video).name)
+                what = f"{ev.method} {ev.preset}" if ev.method != "none" and len(options["methods"]) > 1 else ev.preset
+                bar.update(task, description=escape(f"{name} · {printable(what)}"))
+            bar.update(task, completed=ev.done, failed=ev.failed)
 
         return batch.run_batch(session, items, out, on_progress=on_progress, **options)
 
@@ -97,8 +106,9 @@ def render_summary(summary, console: Console) -> None:
     from rich.table import Table
 
     several = len(summary.groups) > 1
-    show_method = len({g.method for g in summary.groups}) > 1 or summary.groups[0].method != "vitcop"
-    title = f"vitcop batch · {escape(summary.model)} · {summary.items} item{'s' if summary.items != 1 else ''}"
+    pruning_methods = {g.method for g in summary.groups if g.method != "none"}  # none: the unpruned preset
+    show_method = len(pruning_methods) > 1 or pruning_methods - {"vitcop"}
+    title = f"vitcop batch · {escape(printable(summary.model))} · {summary.items} item{'s' if summary.items != 1 else ''}"
     table = Table(title=title, title_justify="left")
     columns = [("method", "left")] if show_method else []
     columns += [
@@ -133,7 +143,8 @@ def render_notes(summary, console: Console) -> None:
     notes = [
         f"{rate} result{'s' if rate != 1 else ''} in {summary.wall_s:.1f} s"
         + (f" ({rate / summary.wall_s:.2f}/s)" if rate and summary.wall_s > 0 else "")
-        + f"; results in {escape(summary.out)}"
+        + (f" on {summary.ranks} ranks" if summary.ranks > 1 else "")
+        + f"; results in {escape(printable(summary.out))}"
     ]
     if summary.duplicates:
         notes.append(f"{summary.duplicates} input item(s) repeat an earlier (video, question) and were run once")

@@ -1,0 +1,48 @@
+"""``vitcop`` with one fault injected, for tests/test_batch_distributed.py (run as a torchrun script).
+
+``VITCOP_TEST_FAULT`` says which, for the rank it names:
+
+- ``load:R``: rank R fails to load the model (as out-of-memory would).
+- ``kill:R:N``: rank R kills itself with SIGKILL when about to generate its (N+1)-th answer.
+- ``crash-before-merge``: rank 0 dies (``os._exit``) after every rank finished, before the final merge.
+"""
+
+import os
+import signal
+
+from vitcop_cli import api
+from vitcop_cli.batch import merge as merging
+from vitcop_cli.errors import RuntimeFailure
+
+kind, *args = os.environ.get("VITCOP_TEST_FAULT", "none").split(":")
+rank = int(os.environ.get("RANK", "0"))
+
+if kind == "load" and rank == int(args[0]):
+    def _load(*_a, **_k):
+        raise RuntimeFailure("out of GPU memory while loading (injected)")
+
+    api.load = _load
+elif kind == "kill" and rank == int(args[0]):
+    _generate, _calls = api.Session.generate, [0]
+
+    def _killing_generate(self, *a, **k):
+        _calls[0] += 1
+        if _calls[0] > int(args[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _generate(self, *a, **k)
+
+    api.Session.generate = _killing_generate
+elif kind == "crash-before-merge" and rank == 0:
+    _merge, _merges = merging.merge, [0]
+
+    def _crashing_merge(*a, **k):
+        _merges[0] += 1
+        if _merges[0] == 2:  # the first merge recovers earlier runs; the second is the final one
+            os._exit(9)
+        return _merge(*a, **k)
+
+    merging.merge = _crashing_merge
+
+from vitcop_cli.app import main  # noqa: E402
+
+main()
