@@ -405,6 +405,8 @@ def test_generation_failures_are_recorded_and_the_batch_goes_on(tmp_path, good_c
     assert len(recs) == 6 and summary.ok == 3 and summary.failed == 3 and summary.exit_code == 1
     errors = [r["error"] for r in recs if r["error"]]
     assert errors == ["RuntimeError: boom on Q2 second line"] * 3
+    assert [list(r)[:2] for r in recs] == [["id", "schema"]] * 6  # results and errors alike
+    assert {r["schema"] for r in recs} == {"vitcop.batch/1"}
     for r in recs:
         if r["error"]:
             assert all(r[f] is None for f in ASK_FIELDS if f not in ("model", "preset", "method", "question"))

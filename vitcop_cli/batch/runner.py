@@ -141,6 +141,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 _ASK_FIELDS = [f.name for f in dataclasses.fields(AskResult)]
+#: every output line, result or error, carries this (the ``ask --json`` fields it embeds are vitcop.ask/1's)
+SCHEMA = "vitcop.batch/1"
 
 
 def _record(item: BatchItem, model: str, preset: str, method: str, result: AskResult | None, error: str | None) -> dict:
@@ -153,8 +155,10 @@ def _record(item: BatchItem, model: str, preset: str, method: str, result: AskRe
         predicted = correct = None
     ask.update(model=model, preset=preset, method=method)  # the key: what ran, named by identity
     ask.pop("question", None)
+    ask.pop("schema", None)
     rec = {
         "id": item.id,
+        "schema": SCHEMA,
         "video": item.video,
         "question": item.question,
         "prompt": item.prompt,
