@@ -3,7 +3,8 @@
 What it measures (details and how to read the table: ``benchmarks/README.md``):
 
 * A mid-size random-weight Qwen2-VL (``vitcop_cli.devmodels`` size ``bench``: LM hidden 1024,
-  12 layers, 16 heads / 2 KV heads, MLP 2816), built once into a cache folder.
+  12 layers, 16 heads / 2 KV heads, MLP 2816), built once into a cache folder; ``--family`` picks
+  another family's bench model (e.g. ``qwen2_5_vl``, ``qwen3_vl`` — the latter needs ``--frames 44``).
 * One clip (default ``samples/bounce.mp4``, 448x336, 32 frames -> 16 temporal patches x 192 tokens
   = 3072 visual tokens), decoded and prepared once.
 * Per preset (``none``, ``1_3``, ``2_9``, ``1_9``): one forward pass
@@ -55,13 +56,14 @@ if str(REPO) not in sys.path:  # allow ``python benchmarks/prefill_ratios.py`` w
 
 import pruning  # noqa: E402
 from vitcop_cli import api  # noqa: E402
-from vitcop_cli.devmodels import LM_SHAPES, make_model  # noqa: E402
+from vitcop_cli.devmodels import FAMILIES, LM_SHAPES, make_model  # noqa: E402
 from vitcop_cli.video import load_visual  # noqa: E402
 
 PRESETS = ("none", "1_3", "2_9", "1_9")
 RATIO_TOLERANCE = 1.15  # measured / predicted must lie in [1/1.15, 1.15]
 OVERHEAD_TARGET = 0.03  # pruning overhead <= 3% of unpruned LLM prefill
-DEFAULT_MODEL = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitcop" / "bench-qwen2_vl"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitcop"
+DEFAULT_MODEL = CACHE / "bench-qwen2_vl"  # --family F: CACHE / "bench-F"
 QUESTION = "What happens in the video? Describe the motion of every object."
 
 
@@ -78,22 +80,22 @@ def _bench_config_matches(path: Path) -> bool:
         want.hidden, want.layers, want.heads, want.kv_heads, want.intermediate)
 
 
-def ensure_model(path: Path) -> tuple[Path, bool]:
-    """Build the random ``bench`` Qwen2-VL into ``path`` unless an up-to-date one is already there.
+def ensure_model(path: Path, family: str = "qwen2_vl") -> tuple[Path, bool]:
+    """Build the random ``bench`` model of ``family`` into ``path`` unless an up-to-date one is there.
 
     A folder without ``vitcop_devmodel.json`` but with a ``config.json`` is taken as a user-supplied
     checkpoint and used as it is."""
     marker = path / "vitcop_devmodel.json"
     if marker.exists():
         info = json.loads(marker.read_text())
-        if info.get("family") != "qwen2_vl" or info.get("size") != "bench":
-            raise SystemExit(f"{path} holds a {info.get('family')}/{info.get('size')} dev model, not qwen2_vl/bench")
+        if info.get("family") != family or info.get("size") != "bench":
+            raise SystemExit(f"{path} holds a {info.get('family')}/{info.get('size')} dev model, not {family}/bench")
         if _bench_config_matches(path):
             return path, False
         print(f"model: {path} was built with an older 'bench' shape; rebuilding", flush=True)
     elif (path / "config.json").exists():
         return path, False
-    make_model("qwen2_vl", path, size="bench")
+    make_model(family, path, size="bench")
     return path, True
 
 
@@ -309,8 +311,10 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                    help=f"bench model folder, built there if missing (default {DEFAULT_MODEL})")
+    ap.add_argument("--family", choices=FAMILIES, default="qwen2_vl",
+                    help="model family of the bench model built when --model is not given (default qwen2_vl)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help=f"bench model folder, built there if missing (default {CACHE}/bench-FAMILY)")
     ap.add_argument("--clip", type=Path, default=REPO / "samples" / "bounce.mp4")
     ap.add_argument("--frames", type=int, default=32, help="frames sampled from the clip (2 frames = 1 temporal patch)")
     ap.add_argument("--max-pixels", type=int, default=448 * 336,
@@ -345,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
           f"transformers {machine['transformers']}; load average {load_average()}")
 
     t0 = time.perf_counter()
-    model_path, built = ensure_model(args.model.expanduser())
+    model_path, built = ensure_model((args.model or CACHE / f"bench-{args.family}").expanduser(), args.family)
     print(f"model: {model_path} ({'built now' if built else 'cached'}, {time.perf_counter() - t0:.1f}s)")
     api.quiet_library_logs()
     session = api.load(str(model_path), device="cpu", offline=True)

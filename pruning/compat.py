@@ -21,7 +21,12 @@ Names the engine still depends on (listed for the maintainers; see also the adap
 forward keywords ``input_ids``, ``inputs_embeds``, ``attention_mask``, ``position_ids``,
 ``position_embeddings``, ``hidden_states``, ``labels``, ``use_cache``, ``cache`` / ``past_key_values``;
 ``Cache.get_seq_length(layer)``; ``DynamicCache``; model attributes ``model.model.language_model``,
-``.layers``, ``.self_attn.{q,k}_proj``; the rotary functions below; ``config.get_text_config()``.
+``.layers``, ``.self_attn.{q,k}_proj`` (Qwen3-VL: ``.self_attn.{q,k}_norm``); the rotary functions below;
+``config.get_text_config()``; vision-encoder call keywords ``grid_thw``, ``cu_seqlens``,
+``position_embeddings``, ``window_index`` / ``cu_window_seqlens`` and encoder attributes
+``spatial_merge_size``, ``window_size``, ``patch_size``, ``blocks[-1].attn.{qkv,num_heads,scaling}``;
+``transformers.vision_utils.get_vision_window_index``; Qwen3-VL language-model keywords
+``visual_pos_masks`` / ``deepstack_visual_embeds``; ``transformers.video_utils.VideoMetadata``.
 """
 
 from __future__ import annotations

@@ -311,7 +311,7 @@ class PruningHandle:
             n_visual_cur=kept.numel(),
             stages=[(0, kept.numel())],
         )
-        additions = self.adapter.take_layer_additions(kwargs) or {}
+        additions = self.adapter.take_layer_additions(kwargs, visual_pos) or {}
         for layer, rows in additions.items():
             if rows.shape[0] != visual_pos.numel():
                 raise RuntimeError(

@@ -1,11 +1,16 @@
 """Shared fixtures: tiny random-weight checkpoints of each family, built once per test session.
 
 They are written with ``vitcop_cli.devmodels.make_model`` into a temporary folder and loaded through
-the same code path as a real checkpoint. Set VITCOP_TEST_MODELS=/some/dir to reuse them across runs.
+the same code path as a real checkpoint. Set VITCOP_TEST_MODELS=/some/dir to reuse them across runs
+(building is locked, so parallel pytest-xdist workers never write one folder at once).
+
+The suite runs on two pytest-xdist workers (``addopts``); each uses one torch thread, since the tiny
+models gain nothing from intra-op threads and two workers x two threads would oversubscribe 2 cores.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -14,20 +19,30 @@ import pytest
 from vitcop_cli.devmodels import FAMILIES, make_model
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 SAMPLES = ROOT / "samples"
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """{"qwen2_vl": folder, "llava_onevision": folder} of tiny random checkpoints."""
+    """{family: folder} of tiny random checkpoints, one per family in ``FAMILIES``."""
     base = Path(os.environ["VITCOP_TEST_MODELS"]) if os.environ.get("VITCOP_TEST_MODELS") else None
     base = base or tmp_path_factory.mktemp("models")
+    base.mkdir(parents=True, exist_ok=True)
     out = {}
-    for family in FAMILIES:
-        folder = base / f"{family}-tiny"
-        if not (folder / "config.json").exists():
-            make_model(family, folder, size="tiny")
-        out[family] = folder
+    with open(base / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for family in FAMILIES:
+            folder = base / f"{family}-tiny"
+            if not (folder / "config.json").exists():
+                make_model(family, folder, size="tiny")
+            out[family] = folder
     return out
 
 

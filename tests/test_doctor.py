@@ -28,14 +28,14 @@ def test_doctor_exits_1_when_a_check_fails(monkeypatch):
         return False, "broken on purpose"
 
     monkeypatch.setattr(doctor, "_kv_cache", failing)
-    result = CliRunner().invoke(app, ["doctor"])
+    result = CliRunner().invoke(app, ["doctor", "--family", "llava_onevision"])
     assert result.exit_code == 1
     assert "FAIL" in result.output and "broken on purpose" in result.output and "not OK" in result.output
 
 
 def test_doctor_exits_1_outside_the_tested_range(monkeypatch):
     monkeypatch.setattr(compat, "transformers_version", lambda: "5.99.0")
-    monkeypatch.setattr(doctor, "run", lambda device, on_check=None, report=None: report)
+    monkeypatch.setattr(doctor, "run", lambda device, families=(), on_check=None, report=None: report)
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 1
     assert "OUTSIDE the tested range" in result.output
@@ -50,3 +50,8 @@ def test_a_self_test_that_raises_is_a_fail_line_not_a_crash(monkeypatch):
     failed = [c for c in report.checks if not c.passed]
     assert [c.name for c in failed] == ["identity"] and "kaboom" in failed[0].detail
     assert not report.passed
+
+
+def test_doctor_refuses_an_unknown_family():
+    result = CliRunner().invoke(app, ["doctor", "--family", "gpt2"])
+    assert result.exit_code == 2 and "unknown model family 'gpt2'" in result.output

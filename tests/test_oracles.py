@@ -131,14 +131,11 @@ def _expected_budget(session, inputs, preset: Preset):
     """N, per-frame V and the spec's (V, Rs, Rd) computed from the prompt alone."""
     input_ids = inputs["input_ids"]
     n_placeholders = int(session.adapter.visual_mask(input_ids).sum())
-    if session.model_type == "qwen2_vl":
-        t, h, w = inputs["video_grid_thw"][0].tolist()
-        n, frames, per_frame = n_placeholders, t, h * w // 4
-    else:
-        frames = inputs["pixel_values_videos"].shape[1]
-        n = n_placeholders - 1  # the video's trailing image-newline token is structural
-        per_frame = n // frames
-    assert frames * per_frame == n
+    # the adapter's own token layout: one video of t frames (Stage-I units) x h x w prunable tokens;
+    # placeholders beyond it are structural (LLaVA's trailing image-newline token)
+    ((frames, h, w),) = session.adapter.video_token_grids(input_ids, inputs)
+    n, per_frame = frames * h * w, h * w
+    assert n_placeholders - 1 <= n <= n_placeholders
     v = frames * max(1, int(preset.vision_keep * per_frame + 1e-9))
     layers = session.adapter.lm_shape().layers
     ls, ld = preset.resolve_layers(layers)
@@ -176,7 +173,7 @@ def _reference_rope(session, inputs):
     return captured["rope"]
 
 
-@pytest.mark.parametrize("key", [("qwen2_vl", "sdpa"), ("llava_onevision", "sdpa")], ids=lambda k: "-".join(k))
+@pytest.mark.parametrize("key", [(f, "sdpa") for f in FAMILIES], ids=lambda k: "-".join(k))
 def test_layers_see_original_positions_of_survivors(loaded, prepared, key):
     session, inputs = loaded[key], prepared[key].inputs
     full_cos, full_sin = _reference_rope(session, inputs)
@@ -202,7 +199,7 @@ def test_layers_see_original_positions_of_survivors(loaded, prepared, key):
     assert len(seen[ls][0][0]) < len(seen[0][0][0])
 
 
-@pytest.mark.parametrize("key", [("qwen2_vl", "sdpa"), ("llava_onevision", "eager")], ids=lambda k: "-".join(k))
+@pytest.mark.parametrize("key", [(f, ATTNS[i % 2]) for i, f in enumerate(FAMILIES)], ids=lambda k: "-".join(k))
 def test_decode_positions_match_unpruned(loaded, prepared, key):
     session, inputs = loaded[key], prepared[key].inputs
     lm = session.adapter.language_model

@@ -259,17 +259,31 @@ def test_cuda_stopwatch_records_events_and_synchronises_once(monkeypatch):
 
 
 def test_layers_before_the_first_cut_do_no_timed_work(sessions, prepared, monkeypatch):
+    """Decoder layers before the first cut open no timed span (no pruning work, no sync) and every
+    layer from the first cut on opens exactly one."""
     session, inputs = sessions["qwen2_vl"], prepared["qwen2_vl"].inputs
+    where = {"layer": None}
     spans = []
     real = Stopwatch.span
-    monkeypatch.setattr(Stopwatch, "span", lambda self: (spans.append(1), real(self))[1])
-    with pruning.attach(session.model, "1_9") as h, torch.inference_mode():
-        h.bind(inputs)
-        session.model(**inputs)
-        first = min(h.method.prune_layers)
-    layers = len(session.adapter.decoder_layers)
-    # one span for the Stage-I capture, one for the entry, one per layer from the first cut on
-    assert len(spans) == 2 + (layers - first)
+    monkeypatch.setattr(Stopwatch, "span", lambda self: (spans.append(where["layer"]), real(self))[1])
+
+    def entering(i):
+        def hook(*_):
+            where["layer"] = i
+        return hook
+
+    layers = session.adapter.decoder_layers
+    spies = [layer.register_forward_pre_hook(entering(i), prepend=True) for i, layer in enumerate(layers)]
+    try:
+        with pruning.attach(session.model, "1_9") as h, torch.inference_mode():
+            h.bind(inputs)
+            session.model(**inputs)
+            first = min(h.method.prune_layers)
+    finally:
+        for spy in spies:
+            spy.remove()
+    in_layers = [layer for layer in spans if layer is not None]
+    assert in_layers == list(range(first, len(layers)))
 
 
 def test_a_clamped_budget_adds_a_ratio_warning(sessions, prepared):

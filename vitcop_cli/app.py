@@ -636,6 +636,9 @@ app.command("serve")(serve_cmd)
 @app.command("doctor")
 def doctor_cmd(
     device: str = typer.Option("cpu", "--device", help="Where to run the self-tests: cpu, cuda or cuda:N."),
+    family: Optional[list[str]] = typer.Option(
+        None, "--family", help="Self-test only this model family (repeatable; default: every supported one)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
     debug: o.Debug = False,
 ) -> None:
@@ -655,7 +658,11 @@ def doctor_cmd(
         if not json_out:
             doctor_view.render_environment(report, out)
         on_check = None if json_out else (lambda check: doctor_view.render_check(check, out))
-        report = doctor.run(device, on_check=on_check, report=report)
+        families = tuple(family) if family else doctor.FAMILIES
+        unknown = sorted(set(families) - set(doctor.FAMILIES))
+        if unknown:
+            raise InputError(f"unknown model family {unknown[0]!r}; choose from {', '.join(doctor.FAMILIES)}")
+        report = doctor.run(device, families=families, on_check=on_check, report=report)
         if json_out:
             print(json.dumps(report.to_dict(), indent=2))
         else:

@@ -13,6 +13,11 @@ Sizes:
     tiny   LM hidden 64, 8 layers, 4 heads / 2 KV heads; a 2-block vision encoder. Seconds on a CPU.
     bench  LM hidden 1024, 12 layers, 16 heads / 2 KV heads, MLP 2816; a 4-block vision encoder.
            Used by ``benchmarks/`` to measure prefill ratios on realistic-ish LLM shapes.
+    (Qwen3-VL's vision encoder has 2 more blocks, so that 3 of them feed DeepStack as released;
+    Qwen2.5-VL's last vision block attends over full frames, the others within windows.)
+
+Families: ``FAMILIES`` (every family-parametrised test runs on each) plus ``qwen3_vl_moe``, which
+``make_model`` builds too (8 experts, 2 active) and the tests cover with a smaller set of oracles.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-FAMILIES = ("qwen2_vl", "llava_onevision")
+FAMILIES = ("qwen2_vl", "llava_onevision", "qwen2_5_vl", "qwen3_vl")
 SIZES = ("tiny", "bench")
 
 
@@ -59,6 +64,20 @@ LLAVA_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<vi
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# A Qwen3-VL style chat template (no default system turn; the same vision placeholders).
+QWEN3_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
@@ -228,20 +247,157 @@ def _build_llava_onevision(size: str):
     return model, processor
 
 
-_BUILDERS = {"qwen2_vl": _build_qwen2_vl, "llava_onevision": _build_llava_onevision}
+def _mrope_sections(shape: LMShape) -> list[int]:
+    """M-RoPE sections (t, h, w) adding up to head_dim / 2, in the released checkpoints' proportions."""
+    half = shape.hidden // shape.heads // 2
+    return [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
+
+
+def _qwen_ids(tokenizer) -> dict:
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    return dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def _build_qwen2_5_vl(size: str):
+    """Qwen2.5-VL: windowed vision attention (112-pixel windows, as released) except in the last block,
+    which is a full-attention block (``fullatt_block_indexes``), as in the released checkpoints."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    shape = LM_SHAPES[size]
+    tokenizer = _train_tokenizer(QWEN_SPECIALS)
+    depth = VISION_DEPTH[size]
+    config = Qwen2_5_VLConfig(
+        text_config=_text_config(
+            shape,
+            _vocab_size(tokenizer),
+            tokenizer,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": _mrope_sections(shape)},
+        ),
+        vision_config=dict(
+            depth=depth,
+            hidden_size=VISION_WIDTH[size],
+            intermediate_size=2 * VISION_WIDTH[size],
+            num_heads=2 if size == "tiny" else 4,
+            out_hidden_size=shape.hidden,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[depth - 1],
+            tokens_per_second=2,
+        ),
+        tie_word_embeddings=True,
+        **_qwen_ids(tokenizer),
+    )
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    pixels = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 64}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixels),
+        video_processor=Qwen2VLVideoProcessor(size=pixels),
+        tokenizer=tokenizer,
+        chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+def _build_qwen3_vl(size: str, moe: bool = False):
+    """Qwen3-VL (dense): 16-pixel patches, learned position grid, DeepStack from the first vision blocks
+    into the first LLM layers (three of them, as released), interleaved M-RoPE, head_dim with q/k norms.
+    ``moe``: Qwen3-VL-MoE (``qwen3_vl_moe``: the same model with 8 experts, 2 active, per MLP)."""
+    import transformers
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    if moe:
+        Qwen3VLConfig, Qwen3VLForConditionalGeneration = (  # noqa: N806
+            transformers.Qwen3VLMoeConfig, transformers.Qwen3VLMoeForConditionalGeneration
+        )
+    shape = LM_SHAPES[size]
+    experts = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=shape.intermediate // 2) if moe else {}
+    tokenizer = _train_tokenizer(QWEN_SPECIALS)
+    depth = VISION_DEPTH[size] + 2  # 3 DeepStack blocks before the last one
+    config = Qwen3VLConfig(
+        text_config=_text_config(
+            shape,
+            _vocab_size(tokenizer),
+            tokenizer,
+            head_dim=shape.hidden // shape.heads,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": _mrope_sections(shape),
+                "mrope_interleaved": True,
+            },
+            **experts,
+        ),
+        vision_config=dict(
+            depth=depth,
+            hidden_size=VISION_WIDTH[size],
+            intermediate_size=2 * VISION_WIDTH[size],
+            num_heads=2 if size == "tiny" else 4,
+            out_hidden_size=shape.hidden,
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=64 if size == "tiny" else 256,
+            deepstack_visual_indexes=list(range(depth - 4, depth - 1)),
+        ),
+        tie_word_embeddings=True,
+        **_qwen_ids(tokenizer),
+    )
+    model = Qwen3VLForConditionalGeneration(config)
+    pixels = {"shortest_edge": 64 * 64, "longest_edge": 32 * 32 * 256}
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=16, merge_size=2),
+        video_processor=Qwen3VLVideoProcessor(size=pixels, patch_size=16, merge_size=2),
+        tokenizer=tokenizer,
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+_BUILDERS = {
+    "qwen2_vl": _build_qwen2_vl,
+    "llava_onevision": _build_llava_onevision,
+    "qwen2_5_vl": _build_qwen2_5_vl,
+    "qwen3_vl": _build_qwen3_vl,
+    # not in FAMILIES (the test suite covers it with its own few oracles, to keep CI short)
+    "qwen3_vl_moe": lambda size: _build_qwen3_vl(size, moe=True),
+}
 
 
 def make_model(family: str, out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     """Build and save a random-weight checkpoint of ``family`` at ``size`` into ``out_dir``.
 
-    Deterministic for a given seed. Returns the folder. Raises ValueError for an unknown family/size.
+    Deterministic for a given seed (an integer from 0 to 2**63 - 1). Returns the folder. Raises
+    ValueError for an unknown family/size or a seed out of range. Every file written gets the mode
+    ``config.json`` got (0644 under the usual umask): safetensors would leave the weights 0600, so
+    another user could read the config but not the weights.
     """
     import torch
 
     if family not in _BUILDERS:
-        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(_BUILDERS)}")
     if size not in LM_SHAPES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"--seed must be an integer from 0 to {2**63 - 1} (2**63 - 1), got {str(seed)[:30]}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -252,4 +408,63 @@ def make_model(family: str, out_dir: str | Path, size: str = "tiny", seed: int =
     (out / "vitcop_devmodel.json").write_text(
         json.dumps({"family": family, "size": size, "seed": seed, "note": "random weights: answers are meaningless"})
     )
+    mode = (out / "config.json").stat().st_mode & 0o777
+    for f in out.iterdir():
+        if f.is_file() and f.stat().st_mode & 0o777 != mode:
+            f.chmod(mode)
     return out
+
+
+def make_processor(family: str):
+    """The family's processor at the released checkpoints' resolution, around the dev tokenizer.
+
+    For models built elsewhere from a config (``benchmarks/gpu_suite.py``): the image / video
+    processors carry the released checkpoints' settings (Qwen2-VL / Qwen2.5-VL: 56*56 .. 28*28*16384
+    pixels per image, transformers' default video bounds 128*28*28 .. 768*28*28 per frame; Qwen3-VL:
+    the same in 32-pixel merged units, transformers' default video processor; LLaVA-OneVision:
+    384 x 384 frames, 729 base image tokens, the released anyres pinpoints), the tokenizer and chat
+    template are the dev ones (special tokens first). Returns (processor, {special token: id}).
+    """
+    if family in ("qwen2_vl", "qwen2_5_vl"):  # Qwen2.5-VL ships Qwen2-VL's image / video processors
+        import transformers
+        from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+        cls = transformers.Qwen2VLProcessor if family == "qwen2_vl" else transformers.Qwen2_5_VLProcessor
+        tokenizer = _train_tokenizer(QWEN_SPECIALS)
+        processor = cls(
+            image_processor=Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 16384}),
+            video_processor=Qwen2VLVideoProcessor(),
+            tokenizer=tokenizer,
+            chat_template=QWEN_CHAT_TEMPLATE,
+        )
+        specials = QWEN_SPECIALS
+    elif family == "qwen3_vl":  # 16-pixel patches: 64*32*32 .. 16384*32*32 per image, video per frame as released
+        from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+        tokenizer = _train_tokenizer(QWEN_SPECIALS)
+        processor = Qwen3VLProcessor(
+            image_processor=Qwen2VLImageProcessor(
+                size={"shortest_edge": 64 * 32 * 32, "longest_edge": 16384 * 32 * 32}, patch_size=16, merge_size=2
+            ),
+            video_processor=Qwen3VLVideoProcessor(),
+            tokenizer=tokenizer,
+            chat_template=QWEN3_CHAT_TEMPLATE,
+        )
+        specials = QWEN_SPECIALS
+    elif family == "llava_onevision":
+        from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+
+        tokenizer = _train_tokenizer(LLAVA_SPECIALS)
+        processor = LlavaOnevisionProcessor(
+            image_processor=LlavaOnevisionImageProcessor(),
+            video_processor=LlavaOnevisionVideoProcessor(),
+            tokenizer=tokenizer,
+            chat_template=LLAVA_CHAT_TEMPLATE,
+            num_image_tokens=(384 // 14) ** 2,
+            vision_feature_select_strategy="full",
+            vision_aspect_ratio="anyres_max_9",
+        )
+        specials = LLAVA_SPECIALS
+    else:
+        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+    return processor, {t: tokenizer.convert_tokens_to_ids(t) for t in specials}

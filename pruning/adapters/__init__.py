@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from .base import EncoderRecord, FamilyAdapter, LMShape, VisualTokens
 from .llava_onevision import LlavaOnevisionAdapter
+from .qwen2_5_vl import Qwen2_5_VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
+from .qwen3_vl import Qwen3VLAdapter
 
 _REGISTRY: dict[str, type[FamilyAdapter]] = {
-    model_type: cls for cls in (Qwen2VLAdapter, LlavaOnevisionAdapter) for model_type in cls.model_types
+    model_type: cls
+    for cls in (Qwen2VLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter)
+    for model_type in cls.model_types
 }
 
 

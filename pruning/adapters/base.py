@@ -155,10 +155,13 @@ class FamilyAdapter:
     #: then takes them over with :meth:`take_layer_additions` and re-applies them to the survivors.
     has_layer_additions: ClassVar[bool] = False
 
-    def take_layer_additions(self, kwargs: dict) -> dict[int, torch.Tensor] | None:
+    def take_layer_additions(
+        self, kwargs: dict, visual_positions: torch.Tensor | None = None
+    ) -> dict[int, torch.Tensor] | None:
         """At the language model's prefill entry: remove the model's own per-layer visual additions from
-        its forward ``kwargs`` and return ``{layer: rows (N, D)}`` — rows aligned with the prunable visual
-        positions in sequence order — to be added after decoder layer ``layer`` (None: no additions)."""
+        its forward ``kwargs`` and return ``{layer: rows (N, D)}`` — rows aligned with
+        ``visual_positions`` (N,), the prunable visual positions in sequence order — to be added after
+        decoder layer ``layer`` (None: no additions)."""
         return None
 
     # ---- Stage I -------------------------------------------------------------------------

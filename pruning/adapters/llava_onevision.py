@@ -46,7 +46,7 @@ class LlavaOnevisionAdapter(FamilyAdapter):
         newline = self.model.model.image_newline.to(inputs_embeds.device, inputs_embeds.dtype)
         return (inputs_embeds[0] == newline).all(-1)
 
-    def processor_kwargs(self, processor, kind, *, max_pixels, min_pixels):
+    def processor_kwargs(self, processor, kind, *, max_pixels, min_pixels, visual=None):
         warnings = []
         if max_pixels is not None or min_pixels is not None:
             warnings.append("--max-pixels/--min-pixels are ignored: LLaVA-OneVision resizes frames to a fixed size")

@@ -10,6 +10,10 @@ keys *before* the rotary embedding (heads concatenated), averaged over the merge
 Language model: ``model.model.language_model`` (Qwen2 decoder with M-RoPE). Its forward receives the
 3-component position ids computed from the *unpruned* prompt (``get_rope_index``), so gathering
 them keeps every surviving token at its original (t, h, w) position; ``rope_deltas`` stay untouched.
+
+Subclasses (Qwen2.5-VL, Qwen3-VL) reuse all of this and override only what differs: ``vision_rotary``,
+``saliency_block`` (the block feeding the merger), ``encoder_order`` (an encoder that runs its blocks
+in another token order, e.g. Qwen2.5-VL's windows), ``q_proj`` / ``k_proj`` and ``processor_kwargs``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class Qwen2VLAdapter(FamilyAdapter):
         cfg = self.model.config
         return {"image": cfg.image_token_id, "video": cfg.video_token_id}
 
-    def processor_kwargs(self, processor, kind, *, max_pixels, min_pixels):
+    def processor_kwargs(self, processor, kind, *, max_pixels, min_pixels, visual=None):
         """Video: the processor's own sampling off, qwen-vl-utils' total-pixel cap on; optional bounds."""
         sub = processor.video_processor if kind == "video" else processor.image_processor
         kwargs = {"do_sample_frames": False, "cap_pixels_per_frame": True} if kind == "video" else {}
@@ -45,16 +49,29 @@ class Qwen2VLAdapter(FamilyAdapter):
         return {f"{kind}s_kwargs": kwargs}, []
 
     # ---- Stage I -------------------------------------------------------------------------
+    #: () -> the vision encoder's ``apply_rotary_pos_emb_vision(q, k, cos, sin)`` (named in ``compat``)
+    vision_rotary = staticmethod(compat.qwen2_vl_vision_rotary)
+
+    def saliency_block(self):
+        """The vision block whose output feeds the merger (the projector): the last one."""
+        return self.vision_encoder.blocks[-1]
+
+    def encoder_order(self, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """(n_tokens,) merge-unit order the encoder's blocks run in, if not the original (token) order:
+        block outputs at merge-unit ``i`` belong to original token ``order[i]``. None = original order."""
+        return None
+
     def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
         visual = self.vision_encoder
-        block = visual.blocks[-1].attn
+        block = self.saliency_block().attn
         merge = visual.spatial_merge_size
-        rotate = compat.qwen2_vl_vision_rotary()
+        rotate = self.vision_rotary()
         call: dict = {}
 
         def on_visual(_module, args, kwargs):
             call.clear()
             call["grid"] = compat.qwen_vision_grid(args, kwargs)
+            call["call"] = (args, dict(kwargs))  # the encoder order is computed in the timed hook below
 
         def on_attn(_module, _args, kwargs):
             call["rope"], call["cu_seqlens"] = compat.qwen_vision_attn_inputs(kwargs)
@@ -65,17 +82,23 @@ class Qwen2VLAdapter(FamilyAdapter):
             cos, sin = call["rope"]
             q, k = rotate(q, keys, cos, sin)
             cu = call["cu_seqlens"].to(q.device)
-            patch_frames = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=q.device), cu.diff())
-            scores = pseudo_cls_attention(q.transpose(0, 1), k.transpose(0, 1), patch_frames, scale=block.scaling)
+            units = torch.repeat_interleave(torch.arange(cu.numel() - 1, device=q.device), cu.diff())
+            scores = pseudo_cls_attention(q.transpose(0, 1), k.transpose(0, 1), units, scale=block.scaling)
             group = merge * merge
+            saliency = group_sum(scores, group)
+            # VIC features: the keys BEFORE the rotary embedding (spec: VIC has its own spatial term;
+            # rotated keys would count position twice)
+            features = keys.reshape(n // group, group, -1).float().mean(1)
+            order = self.encoder_order(*call["call"])
+            if order is not None:  # back to the original token order, as the model restores its merger output
+                restore = torch.argsort(order.to(q.device))
+                saliency, features = saliency[restore], features[restore]
             records.append(
                 EncoderRecord(
                     {
-                        "saliency": group_sum(scores, group),
-                        "frame_ids": patch_frames[::group],
-                        # VIC features: the keys BEFORE the rotary embedding (spec: VIC has its own
-                        # spatial term; rotated keys would count position twice)
-                        "features": keys.reshape(n // group, group, -1).float().mean(1),
+                        "saliency": saliency,
+                        "frame_ids": self._frame_ids(call["grid"], merge, q.device),
+                        "features": features,
                         "grid_positions": self._grid_positions(call["grid"], merge, q.device),
                     }
                 )
@@ -97,6 +120,13 @@ class Qwen2VLAdapter(FamilyAdapter):
             grid_positions=p["grid_positions"],
             structural=torch.zeros_like(p["frame_ids"], dtype=torch.bool),
         )
+
+    @staticmethod
+    def _frame_ids(grid_thw: torch.Tensor, merge: int, device) -> torch.Tensor:
+        """(n_tokens,) frame id per LLM token: one frame per temporal patch (= 2 video frames) or image,
+        numbered across the call's inputs in order."""
+        sizes = [h * w // (merge * merge) for t, h, w in grid_thw.tolist() for _ in range(t)]
+        return torch.arange(len(sizes), device=device).repeat_interleave(torch.tensor(sizes, device=device))
 
     @staticmethod
     def _grid_positions(grid_thw: torch.Tensor, merge: int, device) -> torch.Tensor:
