@@ -173,6 +173,20 @@ def test_library_refuses_a_huge_question_before_tokenising(sessions):
         session.ask(CLIP, "ok?", system="x" * 1_000_001, frames=4, max_new_tokens=1)
 
 
+def test_library_refuses_a_huge_chat_message_before_tokenising(sessions, monkeypatch):
+    """Multi-turn chats (the server's path) are bounded too, in every turn, before the chat template runs."""
+    from vitcop_cli.video import load_visual
+
+    session = sessions["qwen2_vl"]
+    monkeypatch.setattr(session.processor, "apply_chat_template", lambda *a, **k: pytest.fail("tokenised"))
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "x" * 1_000_001}]},
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "ok?"}]},
+    ]
+    with pytest.raises(InputError, match="a message is 1,000,001 characters long"):
+        session.prepare_chat(load_visual(CLIP, frames=4), messages)
+
+
 @pytest.fixture(scope="module")
 def short_context_model(tiny_models, tmp_path_factory):
     """The tiny Qwen2-VL with only 512 positions, so a modest question overflows it."""

@@ -22,7 +22,6 @@ from pruning.engine import PruningHandle
 from pruning.flops import paper_prefill_flops
 from pruning.timing import Stopwatch
 from pruning.verify import PruningNotApplied, UnsupportedGeneration
-from vitcop_cli import api
 from vitcop_cli.devmodels import FAMILIES
 from vitcop_cli.errors import RuntimeFailure
 from vitcop_cli.video import load_visual
@@ -74,7 +73,7 @@ def test_a_sabotaged_hook_is_an_error(sessions, prepared, family, sabotage, deta
 @pytest.mark.parametrize("family", FAMILIES)
 def test_an_invisible_cache_keyword_is_an_error_not_a_silent_unpruned_run(sessions, prepared, family, monkeypatch):
     """Simulate a future rename of the cache keyword that the type scan does not catch either."""
-    session, inputs = sessions[family], prepared[family].inputs
+    session = sessions[family]
     monkeypatch.setattr(compat, "find_cache", lambda kwargs: None)
     with pytest.raises(RuntimeFailure, match="pruning was not applied as planned"):
         session.generate(prepared[family], preset="1_9", max_new_tokens=3)

@@ -204,28 +204,17 @@ class Session:
         max_pixels: int | None = None,
         min_pixels: int | None = None,
     ) -> Prepared:
-        check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
+        """One question about one visual (with an optional system prompt): :meth:`prepare_chat` on
+        ``[system?, user: [visual, question]]``."""
         check_text(question)  # bound the raw text before the tokenizer sees it
         check_text(system, "the system prompt")
-        started = time.perf_counter()  # CPU work: never wait on the GPU here (batch prepares in a thread)
         messages = []
         if system:
             messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
         messages.append(
             {"role": "user", "content": [{"type": visual.kind}, {"type": "text", "text": question}]}
         )
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        extra, warnings = self.adapter.processor_kwargs(
-            self.processor, visual.kind, max_pixels=max_pixels, min_pixels=min_pixels, visual=visual
-        )
-        media = {"videos": [visual.frames]} if visual.kind == "video" else {"images": [visual.frames]}
-        batch = self.processor(text=[text], return_tensors="pt", **media, **extra)
-        inputs = {
-            k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
-            for k, v in batch.items()
-            if isinstance(v, torch.Tensor)
-        }
-        return Prepared(inputs, visual, question, time.perf_counter() - started, warnings)
+        return self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels)
 
     def prepare_chat(
         self,
@@ -244,7 +233,11 @@ class Session:
         :meth:`prepare` gives. ``Prepared.question`` is the text of the last user turn.
         """
         check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
-        started = time.perf_counter()
+        started = time.perf_counter()  # CPU work: never wait on the GPU here (batch prepares in a thread)
+        for m in messages:
+            for part in m.get("content", []):
+                if part.get("type") == "text":
+                    check_text(part.get("text"), "a message")  # bound raw text before tokenising
         if not messages or messages[-1].get("role") != "user":
             raise InputError("the conversation must end with a user message")
         placed = [

@@ -154,13 +154,7 @@ def _text_config(shape: LMShape, vocab: int, tokenizer, **extra) -> dict:
 
 
 def _build_qwen2_vl(size: str):
-    from transformers import (
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessor,
-        Qwen2VLProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     shape = LM_SHAPES[size]
     tokenizer = _train_tokenizer(QWEN_SPECIALS)
@@ -191,15 +185,20 @@ def _build_qwen2_vl(size: str):
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
-    model = Qwen2VLForConditionalGeneration(config)
+    return Qwen2VLForConditionalGeneration(config), _qwen2_processor(Qwen2VLProcessor, tokenizer)
+
+
+def _qwen2_processor(processor_cls, tokenizer):
+    """A Qwen2-VL-style processor (Qwen2-VL image / video processors) with small pixel bounds."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
     pixels = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 64}
-    processor = Qwen2VLProcessor(
+    return processor_cls(
         image_processor=Qwen2VLImageProcessor(size=pixels),
         video_processor=Qwen2VLVideoProcessor(size=pixels),
         tokenizer=tokenizer,
         chat_template=QWEN_CHAT_TEMPLATE,
     )
-    return model, processor
 
 
 def _build_llava_onevision(size: str):
@@ -266,13 +265,7 @@ def _qwen_ids(tokenizer) -> dict:
 def _build_qwen2_5_vl(size: str):
     """Qwen2.5-VL: windowed vision attention (112-pixel windows, as released) except in the last block,
     which is a full-attention block (``fullatt_block_indexes``), as in the released checkpoints."""
-    from transformers import (
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
     shape = LM_SHAPES[size]
     tokenizer = _train_tokenizer(QWEN_SPECIALS)
@@ -300,15 +293,7 @@ def _build_qwen2_5_vl(size: str):
         tie_word_embeddings=True,
         **_qwen_ids(tokenizer),
     )
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    pixels = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 64}
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixels),
-        video_processor=Qwen2VLVideoProcessor(size=pixels),
-        tokenizer=tokenizer,
-        chat_template=QWEN_CHAT_TEMPLATE,
-    )
-    return model, processor
+    return Qwen2_5_VLForConditionalGeneration(config), _qwen2_processor(Qwen2_5_VLProcessor, tokenizer)
 
 
 def _build_qwen3_vl(size: str, moe: bool = False):
