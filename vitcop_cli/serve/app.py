@@ -186,7 +186,10 @@ def _shutdown_error() -> ApiError:
     return ApiError(503, "the server is shutting down; the request was cancelled", code="shutting_down")
 
 
-async def _answer(request: Request, worker: Worker, job: Job, deadline: float, config: ServeConfig):
+async def _wait_for(request: Request, worker: Worker, job: Job, deadline: float, config: ServeConfig, until: str):
+    """Wait for ``job``'s ``until`` event ("started" or "done") and return its value. Errors before it
+    are plain HTTP errors: timeout 504 (generation stopped), shutdown 503, the job's own error; a client
+    that disconnects cancels the job (``_DISCONNECT`` is returned)."""
     disconnect = asyncio.ensure_future(_disconnected(request))
     try:
         while True:
@@ -196,39 +199,29 @@ async def _answer(request: Request, worker: Worker, job: Job, deadline: float, c
                 raise _timeout_error(config)
             if event == _DISCONNECT:
                 worker.cancel(job, "disconnect")
-                return Response(status_code=CLIENT_CLOSED)
+                return _DISCONNECT
             kind, value = event
-            if kind == "done":
-                return JSONResponse(completion(job, config.model, value))
+            if kind == until:
+                return value
             if kind == "error":
                 raise value
             if kind == "cancelled":
                 raise _shutdown_error()
     finally:
         disconnect.cancel()
+
+
+async def _answer(request: Request, worker: Worker, job: Job, deadline: float, config: ServeConfig):
+    result = await _wait_for(request, worker, job, deadline, config, "done")
+    if result is _DISCONNECT:  # the client is gone
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(completion(job, config.model, result))
 
 
 async def _until_started(request: Request, worker: Worker, job: Job, deadline: float, config: ServeConfig) -> None:
     """Wait until ``job`` generates (errors before that are plain HTTP errors, not stream events)."""
-    disconnect = asyncio.ensure_future(_disconnected(request))
-    try:
-        while True:
-            event = await _next_event(job, deadline, disconnect)
-            if event == _TIMEOUT:
-                worker.cancel(job, "timeout")
-                raise _timeout_error(config)
-            if event == _DISCONNECT:
-                worker.cancel(job, "disconnect")
-                raise ApiError(CLIENT_CLOSED, "client closed the request", code="client_closed")
-            kind, value = event
-            if kind == "started":
-                return
-            if kind == "error":
-                raise value
-            if kind == "cancelled":
-                raise _shutdown_error()
-    finally:
-        disconnect.cancel()
+    if await _wait_for(request, worker, job, deadline, config, "started") is _DISCONNECT:
+        raise ApiError(CLIENT_CLOSED, "client closed the request", code="client_closed")
 
 
 async def _events(worker: Worker, job: Job, req: ChatRequest, deadline: float, config: ServeConfig):
