@@ -681,7 +681,13 @@ def _write_stdout(text: str) -> None:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app(prog_name="vitcop")
+    try:
+        app(prog_name="vitcop")
+    except SystemExit as exc:  # a worker thread still inside torch would abort finalisation (status 134)
+        from .process_exit import exit_process
+
+        exit_process(exc.code)
+        raise
 
 
 if __name__ == "__main__":
