@@ -605,3 +605,33 @@ def test_sigterm_cancels_in_flight_work_and_exits_0(lifecycle, media_root):
     assert "Traceback" not in lifecycle.log.read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(lifecycle.base + "/health")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_model_loads_stops_with_status_0(tmp_path, sig):
+    """The server is provably mid-load: its ``config.json`` is a FIFO it blocks reading until we signal."""
+    model = tmp_path / "model"
+    model.mkdir()
+    fifo = model / "config.json"
+    os.mkfifo(fifo)
+    proc, log = launch(model, tmp_path / "serve.log")
+    writer = None
+    try:
+        deadline = time.monotonic() + 120
+        while writer is None and proc.poll() is None and time.monotonic() < deadline:
+            try:  # succeeds only once the server has opened the FIFO for reading (inside the load)
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.05)
+        assert writer is not None, log.read_text()
+        proc.send_signal(sig)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text
+    why = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
+    assert f"stopped ({why}) before the model finished loading" in text, text

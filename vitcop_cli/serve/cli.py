@@ -4,7 +4,8 @@ bind, load the model once, serve.
 Contract: options are validated (the shared run-option checks, then :meth:`ServeConfig.check`) and
 the address is bound before the model is loaded, so a bad option or a taken port fails in a second
 with one line and exit status 2. Missing ``serve`` extra -> exit 2 naming the install command.
-Once the server stops on SIGINT / SIGTERM the command returns: exit status 0. Importing this module
+Once the server stops on SIGINT / SIGTERM the command returns: exit status 0; the same signals
+(and SIGHUP) while the model is still loading stop it too, with one line and status 0. Importing this module
 is cheap (no FastAPI, no torch).
 """
 
@@ -62,11 +63,13 @@ def serve_cmd(
     """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions with video_url / image_url).
 
     Loads the model once and answers one request at a time; the rest wait in a bounded queue.
-    Binds to 127.0.0.1 unless --host says otherwise. Ctrl-C / SIGTERM: stop, cancel in-flight work, exit 0.
+    Binds to 127.0.0.1 unless --host says otherwise. Ctrl-C / SIGTERM: stop, cancel in-flight work, exit 0
+    (also while the model is still loading).
     """
     from rich.markup import escape
 
     from ..app import _fail, _state, err
+    from ..signals import Terminated, terminate_as_interrupt
 
     _state["debug"] = debug
     sock = None
@@ -97,8 +100,13 @@ def serve_cmd(
         ).check()
         sock = bind(host, port)
         api.quiet_library_logs(debug)
-        with err.status(f"loading {escape(model)} …", spinner="dots"):
-            session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
+        try:
+            with terminate_as_interrupt(), err.status(f"loading {escape(model)} …", spinner="dots"):
+                session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
+        except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM / SIGHUP while loading: a stop, like one while serving
+            why = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
+            err.print(f"stopped ({why}) before the model finished loading; nothing was served", highlight=False)
+            raise typer.Exit(0) from None
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         err.print(
