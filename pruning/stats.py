@@ -29,9 +29,10 @@ class PruningReport:
 RATIO_TOLERANCE = 0.05
 
 
-def ratio_warning(report: PruningReport, requested: float, n_layers: int) -> str | None:
+def ratio_warning(report: PruningReport, requested: float, why: str) -> str | None:
     """A one-line warning when the achieved layer-averaged ratio misses ``requested`` by more than 5%
-    (a budget clamped on a shallow model, or a method that cannot reach the ratio); else None."""
+    (a budget clamped on a shallow model, or a method that cannot reach the ratio); else None.
+    ``why`` is the method's own reason (:meth:`pruning.methods.Method.shortfall_reason`)."""
     if report.n_visual == 0 or requested >= 1:
         return None
     achieved = report.layer_averaged_ratio
@@ -39,6 +40,6 @@ def ratio_warning(report: PruningReport, requested: float, n_layers: int) -> str
         return None
     return (
         f"{report.method} reached layer-averaged ratio {achieved:.3f}, not the preset's {requested:.3f} "
-        f"(its budget clamps on this clip / {n_layers}-layer model, N = {report.n_visual}); "
+        f"({why}, N = {report.n_visual}); "
         "FLOPs and speed-ups are for the achieved ratio"
     )

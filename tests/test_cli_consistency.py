@@ -356,3 +356,17 @@ def test_plot_is_readable(fastv_profile):
     assert len(xs) == len(lines), "methods are offset in x so coinciding lines stay visible"
     rings = [ln for ln in ax.get_lines() if ln.get_linestyle() in ("None", "none", "") and ln.get_markersize() >= 12]
     assert rings, "a point that missed its ratio is ringed"
+
+
+@pytest.mark.parametrize("achieved, target, ringed", [
+    (0.355, 1 / 3, True),   # 6.5% off: the warning's rule flags it, though under 0.03 absolute
+    (0.118, 1 / 9, True),   # 6.2% off at a small ratio
+    (0.114, 1 / 9, False),  # 2.6% off: within the 5% tolerance
+])
+def test_the_plot_rings_points_by_the_ratio_warning_rule(achieved, target, ringed):
+    from types import SimpleNamespace
+
+    from vitcop_cli.plot import missed
+
+    row = SimpleNamespace(method="vitcop", ratio_warning=None, layer_averaged_ratio=achieved, target_ratio=target)
+    assert missed(row) is ringed

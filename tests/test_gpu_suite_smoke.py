@@ -31,13 +31,13 @@ def _run(tmp_path, *args, timeout=240):
     return proc, out_json, out_csv
 
 
-@pytest.mark.parametrize("family, shape, presets, frames", [
-    ("qwen2_vl", "bench", ["1_9"], 4),                  # the shape the CI smoke run names
-    ("llava_onevision", "tiny", ["1_3", "2_9", "1_9"], 2),
+@pytest.mark.parametrize("family, shape, presets, frames, size", [
+    ("qwen2_vl", "bench", ["1_9"], 4, "112x112"),        # the shape the CI smoke run names
+    ("llava_onevision", "tiny", ["1_3", "2_9", "1_9"], 2, "224x224"),
 ])
-def test_suite_runs_every_method_on_cpu(tmp_path, family, shape, presets, frames):
+def test_suite_runs_every_method_on_cpu(tmp_path, family, shape, presets, frames, size):
     proc, out_json, out_csv = _run(tmp_path, "--family", family, "--shape", shape, "--frames", str(frames),
-                                   "--clip-size", "224x224", "--presets", ",".join(presets), "--device", "cpu")
+                                   "--clip-size", size, "--presets", ",".join(presets), "--device", "cpu")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out_json.read_text())
     assert data["shape"] == shape and data["family"] == family and data["attn"] == ["sdpa"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.lmms_eval  # select with -m lmms_eval
 pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (pip install -e '.[eval]')")
 
 from vitcop_cli.errors import InputError  # noqa: E402

@@ -112,3 +112,15 @@ def test_fastv_keeps_the_most_attended_tokens(runs):
     kept = sorted(set(state.kept_orig[state.cached(k)].tolist()) & set(visual.tolist()))
     expected = visual[torch.sort(attn[visual], descending=True, stable=True).indices[: len(kept)]].sort().values
     assert kept == expected.tolist()
+
+
+def test_the_ratio_warning_gives_each_method_its_own_reason(sessions, clip):
+    """EVS at 1_9 on 4 frames (2 temporal patches) cannot go below 0.5: the warning blames the first
+    temporal patch, not the model's depth; a clamped budget of another method names the depth."""
+    session = sessions["qwen2_vl"]
+    evs = session.ask(clip, "What happens?", preset="1_9", method="evs", frames=4, max_new_tokens=1)
+    shortfall = [w for w in evs.warnings if "layer-averaged ratio" in w]
+    assert len(shortfall) == 1 and "first temporal patch" in shortfall[0] and "layer model" not in shortfall[0]
+    layers = session.adapter.lm_shape().layers
+    assert pruning.methods.method_class("fastv").shortfall_reason(layers) == (
+        f"its budget clamps on this clip / {layers}-layer model")

@@ -318,7 +318,8 @@ class Session:
         except (PruningNotApplied, UnsupportedGeneration) as exc:
             raise RuntimeFailure(str(exc)) from exc
         warnings = [*getattr(prepared.visual, "warnings", []), *prepared.warnings]  # frame-count adjustments first
-        shortfall = ratio_warning(pruning_report, preset.ratio, handle.shape.layers)
+        why = method_class(method).shortfall_reason(handle.shape.layers)
+        shortfall = ratio_warning(pruning_report, preset.ratio, why)
         if shortfall:
             warnings.append(shortfall)
         memory = self._memory.read()

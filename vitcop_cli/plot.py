@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pruning.stats import RATIO_TOLERANCE
+
 from .errors import InputError
 from .profile import BASELINE, ProfileResult
 
@@ -54,9 +56,11 @@ JITTER = 0.01  # x offset between methods, so lines that coincide stay visible s
 
 
 def missed(row) -> bool:
-    """The method missed its preset's ratio: flagged by the library, or more than 0.03 off the nominal tick."""
+    """The method missed its preset's ratio: flagged by the library, or off its nominal tick by more than
+    the library's relative tolerance (``pruning.stats.RATIO_TOLERANCE``, the rule of the ratio warning)."""
     return row.method != BASELINE and (
-        bool(getattr(row, "ratio_warning", None)) or abs(row.layer_averaged_ratio - row.target_ratio) > 0.03
+        bool(getattr(row, "ratio_warning", None))
+        or abs(row.layer_averaged_ratio - row.target_ratio) > RATIO_TOLERANCE * row.target_ratio
     )
 
 

@@ -99,6 +99,11 @@ class Method:
         plan (only the structure — every hook fired, every prune layer ran, caches match — is checked)."""
         return None
 
+    @classmethod
+    def shortfall_reason(cls, n_layers: int) -> str:
+        """Why this method can miss a preset's ratio, for the ratio warning (``pruning.stats``)."""
+        return f"its budget clamps on this clip / {n_layers}-layer model"
+
     # helpers for subclasses
     @staticmethod
     def visual_keys(ctx: LayerContext, layer: int, kv_heads: int) -> torch.Tensor:

@@ -22,6 +22,10 @@ class EVSMethod(Method):
 
     planned: int | None = None
 
+    @classmethod
+    def shortfall_reason(cls, n_layers: int) -> str:
+        return "EVS keeps every video's first temporal patch whole, so it cannot go below 1 / temporal patches"
+
     def planned_stages(self) -> list[int]:
         """[visual tokens entering the LLM]: the image tokens plus each video's retained count."""
         return [self.planned]
