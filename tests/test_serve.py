@@ -8,6 +8,7 @@ Two server processes, each started once for the tests that need it:
   key, one allowed media root, small body / media caps.
 - ``lifecycle``: the stored tiny model (never emits EOS, so a long answer really is long) with a
   short ``--request-timeout``: timeouts, client disconnects and SIGTERM.
+- ``idle``: the stored tiny model, never sent a request: SIGHUP (a closed terminal) stops it cleanly.
 
 Nothing here asserts wall-clock times: "the abandoned generation was stopped" is read from the
 server's own accounting (``/metrics``: the outcome of each generation and the tokens it produced).
@@ -152,7 +153,7 @@ def media_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def launched(lively_model, tiny_models, media_root, tmp_path_factory):
-    """Both server processes, started together (their start-up overlaps); stopped at the end."""
+    """The server processes, started together (their start-up overlaps); stopped at the end."""
     logs = tmp_path_factory.mktemp("serve")
     procs = {
         "main": launch(lively_model, logs / "main.log", "--frames", FRAMES, "--max-new-tokens", MAX_NEW,
@@ -160,6 +161,7 @@ def launched(lively_model, tiny_models, media_root, tmp_path_factory):
                        "--max-media-mb", 0.25),
         "lifecycle": launch(tiny_models["qwen2_vl"], logs / "lifecycle.log", "--frames", FRAMES,
                             "--request-timeout", TIMEOUT, "--allowed-media-root", media_root, "--max-new-tokens", LONG),
+        "idle": launch(tiny_models["qwen2_vl"], logs / "idle.log"),
     }
     yield procs
     for proc, log in procs.values():
@@ -605,6 +607,17 @@ def test_sigterm_cancels_in_flight_work_and_exits_0(lifecycle, media_root):
     assert "Traceback" not in lifecycle.log.read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(lifecycle.base + "/health")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="this platform has no SIGHUP")
+def test_sighup_stops_a_serving_server_with_status_0(launched):
+    """A closed terminal (SIGHUP) stops the server like SIGTERM; by default it would kill it silently."""
+    idle = ready(launched["idle"])
+    idle.proc.send_signal(signal.SIGHUP)
+    assert idle.proc.wait(120) == 0, idle.log.read_text()
+    assert "Traceback" not in idle.log.read_text()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(idle.base + "/health")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

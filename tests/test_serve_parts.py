@@ -201,6 +201,21 @@ def test_request_refusals(body, status, needle):
     assert info.value.status == status and needle in info.value.message
 
 
+def test_request_max_pixels_cannot_exceed_the_servers_cap():
+    body = {"messages": [{"role": "user", "content": [IMG]}], "vitcop": {"max_pixels": 50001}}
+    with pytest.raises(ApiError) as info:
+        parse(body, max_pixels=50000)
+    err = info.value
+    assert err.status == 400 and err.param == "vitcop" and "\n" not in err.message
+    assert "50001" in err.message and "50000" in err.message and "--max-pixels" in err.message
+    assert err.body()["error"]["type"] == "invalid_request_error"
+    # at or below the cap: the request's own value; without a server cap: anything >= 1, as before
+    assert parse({**body, "vitcop": {"max_pixels": 50000}}, max_pixels=50000).max_pixels == 50000
+    assert parse({**body, "vitcop": {"max_pixels": 1000}}, max_pixels=50000).max_pixels == 1000
+    assert parse(body).max_pixels == 50001
+    assert parse({**body, "vitcop": {}}, max_pixels=50000).max_pixels == 50000  # the server's default
+
+
 def test_a_server_preset_file_is_allowed_but_no_other_file(tmp_path):
     preset = tmp_path / "mine.yaml"
     preset.write_text((Path(__file__).resolve().parent.parent / "presets" / "1_9.yaml").read_text())
@@ -314,6 +329,63 @@ def test_remote_media_is_downloaded_privately_and_capped(http_samples, tmp_path)
         local_file(resolve_media(f"{http_samples}/missing.mp4", cfg, tmp_path), cfg, tmp_path)
 
 
+def test_a_remote_body_over_the_cap_without_content_length_is_413(tmp_path):
+    """The streaming size check (no Content-Length to refuse up front) is a 413 too, by type."""
+    import http.server
+    import threading
+
+    from vitcop_cli.download import DownloadTooLarge, fetch
+    from vitcop_cli.serve.media import local_file
+
+    class NoLength(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # body delimited by closing the connection
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.end_headers()
+            self.wfile.write(b"\0" * 5000)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoLength)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4"
+        small = config(allow_remote_media=True, max_media_bytes=1000)
+        with pytest.raises(ApiError) as info:
+            local_file(resolve_media(url, small, tmp_path), small, tmp_path)
+        assert info.value.status == 413 and info.value.code == "media_too_large"
+        assert "1000 bytes" in info.value.message and "\n" not in info.value.message
+        with pytest.raises(DownloadTooLarge) as raw:  # what the server matches on: the type
+            fetch(url, cache_dir=tmp_path / "c", max_bytes=1000)
+        assert isinstance(raw.value, InputError) and raw.value.max_bytes == 1000
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_the_413_is_decided_by_the_error_type_not_its_wording(monkeypatch, tmp_path):
+    import vitcop_cli.download as download
+    from vitcop_cli.serve.media import local_file
+
+    cfg = config(allow_remote_media=True)
+
+    def fails_with(exc):
+        def fake_fetch(*args, **kwargs):
+            raise exc
+        monkeypatch.setattr(download, "fetch", fake_fetch)
+        return local_file(resolve_media("http://127.0.0.1:9/x.mp4", cfg, tmp_path), cfg, tmp_path)
+
+    with pytest.raises(ApiError) as info:
+        fails_with(download.DownloadTooLarge("the download hit the cap", 1000))
+    assert info.value.status == 413 and info.value.message == "the download hit the cap"
+    with pytest.raises(InputError) as plain:  # same words, other type: a 400 (the app maps InputError)
+        fails_with(InputError("cannot download x: more than the 1000 bytes allowed by the proxy"))
+    assert not isinstance(plain.value, ApiError)
+
+
 # --------------------------------------------------------------------------------------------
 # the worker: the next job is decoded and preprocessed while the current one generates
 # --------------------------------------------------------------------------------------------
@@ -420,6 +492,10 @@ async def _terminal(job):
         (["--api-key", " "], "API key is empty"),
         (["--log-level", "loud"], "--log-level"),
         (["__taken__"], "cannot listen on 127.0.0.1"),
+        # serve's own float options: nan / inf / negative are one line naming the option (not a
+        # ValueError / OverflowError from converting MiB to bytes)
+        *[([opt, value], opt) for opt in ("--max-body-mb", "--max-media-mb", "--request-timeout")
+          for value in ("nan", "inf", "-1")],
     ],
 )
 def test_serve_command_rejects_bad_options_before_loading(args, needle):

@@ -16,7 +16,9 @@ Contract:
   reading); ``timeout_s`` bounds every socket operation and the whole download.
 - Every failure (bad scheme, DNS / connection error, HTTP error status, timeout, body too large,
   truncated body, unwritable cache) raises :class:`~vitcop_cli.errors.InputError` with one line
-  naming the URL (credentials removed, shortened) and the reason. Redirects are followed only to
+  naming the URL (credentials removed, shortened) and the reason. A body over ``max_bytes`` raises
+  its subclass :class:`DownloadTooLarge` (``.max_bytes`` the cap), so callers such as the server
+  (413) tell it apart by type, not by message text. Redirects are followed only to
   ``http`` / ``https``.
 - ``progress=True`` shows a rich progress bar on stderr (size, speed, ETA), removed when done.
 """
@@ -38,11 +40,19 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["DEFAULT_MAX_BYTES", "cache_path_for", "default_cache_dir", "fetch", "is_url"]
+__all__ = ["DEFAULT_MAX_BYTES", "DownloadTooLarge", "cache_path_for", "default_cache_dir", "fetch", "is_url"]
 
 DEFAULT_MAX_BYTES = 4 * 2**30  # what the CLI allows for one clip: 4 GiB
 _CHUNK = 1 << 16
 _SCHEMES = ("http", "https")
+
+
+class DownloadTooLarge(InputError):
+    """The body is (or would be, by ``Content-Length``) larger than ``max_bytes``."""
+
+    def __init__(self, message: str, max_bytes: int):
+        super().__init__(message)
+        self.max_bytes = max_bytes
 
 
 def is_url(text: str) -> bool:
@@ -110,8 +120,9 @@ def fetch(
     with response:
         length = _content_length(response)
         if max_bytes is not None and length is not None and length > max_bytes:
-            raise InputError(
-                f"cannot download {shown(url)}: it is {_size(length)}, more than the {_size(max_bytes)} allowed"
+            raise DownloadTooLarge(
+                f"cannot download {shown(url)}: it is {_size(length)}, more than the {_size(max_bytes)} allowed",
+                max_bytes,
             )
         name = _file_name(url, response.headers.get("Content-Type"))
         try:
@@ -167,8 +178,8 @@ def _stream(response, part: Path, url: str, length, max_bytes, timeout_s, deadli
                     break
                 received += len(chunk)
                 if max_bytes is not None and received > max_bytes:
-                    raise InputError(
-                        f"cannot download {shown(url)}: more than the {_size(max_bytes)} allowed"
+                    raise DownloadTooLarge(
+                        f"cannot download {shown(url)}: more than the {_size(max_bytes)} allowed", max_bytes
                     )
                 try:
                     out.write(chunk)

@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 from .errors import InputError
 
 __all__ = [
-    "MAX_TEXT_CHARS", "SEED_MAX", "check_frame_options", "check_generation_options", "check_run_options",
+    "MAX_TEXT_CHARS", "SEED_MAX", "check_finite", "check_frame_options", "check_generation_options", "check_run_options",
     "check_seed", "check_text", "unique_names",
 ]
 
@@ -49,7 +49,8 @@ def check_seed(seed: int | None, option: str = "--seed") -> None:
         raise InputError(f"{option} must be an integer from 0 to {SEED_MAX} (2**63 - 1), got {shown}")
 
 
-def _finite(name: str, value: float | None) -> None:
+def check_finite(name: str, value: float | None) -> None:
+    """InputError naming option ``name`` when ``value`` is nan or infinite (``None`` passes)."""
     if value is not None and not math.isfinite(value):
         raise InputError(f"{name} must be a finite number, got {value}")
 
@@ -122,7 +123,7 @@ def check_frame_options(
         raise InputError("--fps and --frames are mutually exclusive; give one of them")
     if frames is not None and frames < 1:
         raise InputError("--frames must be at least 1")
-    _finite("--fps", fps)
+    check_finite("--fps", fps)
     if fps is not None and not fps > 0:
         raise InputError("--fps must be positive")
     if max_frames < 1:
@@ -137,8 +138,8 @@ def check_frame_options(
 
 def check_generation_options(*, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float | None = None) -> None:
     """Generation settings (also used by the library's ``Session.generate``)."""
-    _finite("--temperature", temperature)
-    _finite("--top-p", top_p)
+    check_finite("--temperature", temperature)
+    check_finite("--top-p", top_p)
     if max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
     if temperature < 0:

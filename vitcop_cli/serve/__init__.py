@@ -23,7 +23,7 @@ def create_app(session, config: ServeConfig):
 
 
 def serve(session, config: ServeConfig, sock, *, log_level: str = "info") -> None:
-    """Serve ``session`` on the bound socket ``sock`` until SIGINT / SIGTERM (then return)."""
+    """Serve ``session`` on the bound socket ``sock`` until SIGINT / SIGTERM / SIGHUP (then return)."""
     from .server import run
 
     run(create_app(session, config), sock, log_level=log_level)

@@ -3,10 +3,10 @@ bind, load the model once, serve.
 
 Contract: options are validated (the shared run-option checks, then :meth:`ServeConfig.check`) and
 the address is bound before the model is loaded, so a bad option or a taken port fails in a second
-with one line and exit status 2. Missing ``serve`` extra -> exit 2 naming the install command.
-Once the server stops on SIGINT / SIGTERM the command returns: exit status 0; the same signals
-(and SIGHUP) while the model is still loading stop it too, with one line and status 0. Importing this module
-is cheap (no FastAPI, no torch).
+with one line and exit status 2 (``nan`` / ``inf`` / non-positive sizes and timeouts included).
+Missing ``serve`` extra -> exit 2 naming the install command. Once the server stops on SIGINT /
+SIGTERM / SIGHUP the command returns: exit status 0; the same signals while the model is still
+loading stop it too, with one line and status 0. Importing this module is cheap (no FastAPI, no torch).
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ from .. import cli_options as o
 from ..errors import InputError
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _mib_to_bytes(option: str, mib: float) -> int:
+    """``mib`` MiB as a positive whole number of bytes; InputError naming ``option`` for nan / inf / <= 0."""
+    from ..options import check_finite
+
+    check_finite(option, mib)
+    n = int(mib * 2**20)
+    if n < 1:
+        raise InputError(f"{option} must be positive and at least one byte (got {mib:g})")
+    return n
 
 
 def serve_cmd(
@@ -63,7 +74,7 @@ def serve_cmd(
     """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions with video_url / image_url).
 
     Loads the model once and answers one request at a time; the rest wait in a bounded queue.
-    Binds to 127.0.0.1 unless --host says otherwise. Ctrl-C / SIGTERM: stop, cancel in-flight work, exit 0
+    Binds to 127.0.0.1 unless --host says otherwise. Ctrl-C / SIGTERM / SIGHUP: stop, cancel in-flight work, exit 0
     (also while the model is still loading).
     """
     from rich.markup import escape
@@ -95,8 +106,8 @@ def serve_cmd(
             allowed_media_roots=tuple(r.expanduser().resolve() for r in allowed_media_root or ()),
             allow_remote_media=allow_remote_media, max_queue=max_queue, request_timeout_s=request_timeout,
             fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
-            max_new_tokens=max_new_tokens, max_body_bytes=int(max_body_mb * 2**20),
-            max_media_bytes=int(max_media_mb * 2**20),
+            max_new_tokens=max_new_tokens, max_body_bytes=_mib_to_bytes("--max-body-mb", max_body_mb),
+            max_media_bytes=_mib_to_bytes("--max-media-mb", max_media_mb),
         ).check()
         sock = bind(host, port)
         api.quiet_library_logs(debug)

@@ -9,11 +9,11 @@ for a bad combination before any model is loaded.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..options import check_finite
 
 MiB = 1024 * 1024
 
@@ -47,10 +47,13 @@ class ServeConfig:
             raise InputError(f"--port must be in 0..65535 (got {self.port})")
         if self.max_queue < 0:
             raise InputError("--max-queue must be >= 0")
-        if not (math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0):
-            raise InputError("--request-timeout must be a positive number of seconds")
-        if self.max_body_bytes < 1 or self.max_media_bytes < 1:
-            raise InputError("--max-body-mb and --max-media-mb must be positive")
+        check_finite("--request-timeout", self.request_timeout_s)
+        if not self.request_timeout_s > 0:
+            raise InputError(f"--request-timeout must be a positive number of seconds (got {self.request_timeout_s:g})")
+        if self.max_body_bytes < 1:
+            raise InputError("--max-body-mb must be positive")
+        if self.max_media_bytes < 1:
+            raise InputError("--max-media-mb must be positive")
         if self.api_key is not None and not self.api_key.strip():
             raise InputError("the API key is empty; give a non-empty --api-key or VITCOP_API_KEY, or none")
         for root in self.allowed_media_roots:

@@ -29,7 +29,6 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
 from .config import ServeConfig
 from .errors import ApiError, bad_request
 
@@ -146,18 +145,17 @@ def local_file(media: Media, config: ServeConfig, tmp_dir: Path) -> Path:
     """The file to decode: ``media.path``, or a private download of ``media.url`` (worker thread).
 
     Downloads go to a fresh folder under ``tmp_dir`` (never the CLI's shared cache) that
-    ``media.cleanup()`` deletes. A download over ``max_media_bytes`` is a 413, any other download
-    failure a 400 with :func:`vitcop_cli.download.fetch`'s one-line message.
+    ``media.cleanup()`` deletes. A download over ``max_media_bytes``
+    (:class:`~vitcop_cli.download.DownloadTooLarge`) is a 413, any other download failure an
+    :class:`~vitcop_cli.errors.InputError` (a 400) with :func:`vitcop_cli.download.fetch`'s one-line message.
     """
     if media.path is not None:
         return media.path
-    from ..download import fetch
+    from ..download import DownloadTooLarge, fetch
 
     media.download_dir = Path(tempfile.mkdtemp(prefix="download-", dir=tmp_dir))
     try:
         return Path(fetch(media.url, cache_dir=media.download_dir, max_bytes=config.max_media_bytes,
                           timeout_s=config.remote_timeout_s))
-    except InputError as exc:
-        if "allowed" in str(exc) and "more than" in str(exc):  # fetch's size-cap wording
-            raise ApiError(413, str(exc), code="media_too_large") from None
-        raise
+    except DownloadTooLarge as exc:  # by Content-Length or while streaming
+        raise ApiError(413, str(exc), code="media_too_large") from None

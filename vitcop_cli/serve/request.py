@@ -16,6 +16,8 @@ model this server does not serve). Nothing is loaded or decoded here.
 - ``"vitcop": {"preset", "method", "fps", "frames", "max_pixels"}`` override the server defaults;
   giving ``fps`` or ``frames`` replaces the server's frame sampling. Only built-in presets (or the
   server's own default preset) are accepted: a request never names a file on the server.
+  ``max_pixels`` must lie within the server's ``--min-pixels`` .. ``--max-pixels`` (each bound only
+  when the server sets it), so a client cannot raise the per-frame cost above the operator's cap.
 """
 
 from __future__ import annotations
@@ -198,6 +200,9 @@ def _vitcop(raw: object, config: ServeConfig, req: ChatRequest) -> None:
         if config.min_pixels is not None and max_pixels < config.min_pixels:
             raise bad_request(f"vitcop.max_pixels ({max_pixels}) is below the server's --min-pixels "
                               f"({config.min_pixels})", "vitcop")
+        if config.max_pixels is not None and max_pixels > config.max_pixels:
+            raise bad_request(f"vitcop.max_pixels ({max_pixels}) is above the server's --max-pixels "
+                              f"({config.max_pixels}); ask for at most {config.max_pixels}", "vitcop")
         req.max_pixels = max_pixels
 
 

@@ -1,12 +1,12 @@
-"""Run the app with uvicorn: bind first, then serve until SIGINT / SIGTERM, then return normally.
+"""Run the app with uvicorn: bind first, then serve until SIGINT / SIGTERM / SIGHUP, then return normally.
 
 Contract: :func:`bind` opens the listening socket (an :class:`~vitcop_cli.errors.InputError` when
 the address is unusable), so a taken port fails before a model is loaded. :func:`run` serves the
-app on that socket. On the first SIGINT or SIGTERM the server stops accepting connections, the
-worker cancels queued and in-flight generations (clients get a 503, or an error event mid-stream),
-open connections are closed, the worker threads are joined and :func:`run` returns, so ``vitcop
-serve`` exits 0. (uvicorn re-raises the captured signal after a graceful stop; this server does not.)
-A second Ctrl-C forces the exit.
+app on that socket. On the first SIGINT, SIGTERM or SIGHUP (a closed terminal; where the platform
+has it) the server stops accepting connections, the worker cancels queued and in-flight generations
+(clients get a 503, or an error event mid-stream), open connections are closed, the worker threads
+are joined and :func:`run` returns, so ``vitcop serve`` exits 0. (uvicorn re-raises the captured
+signal after a graceful stop; this server does not.) A second Ctrl-C forces the exit.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import uvicorn
 
 from ..errors import InputError
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP (the terminal closed) stops the server like SIGTERM; platforms without it (Windows) skip it.
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def bind(host: str, port: int) -> socket.socket:
