@@ -15,6 +15,8 @@ Contract:
 - Decoder-layer calls: :func:`layer_hidden` / :func:`with_layer_hidden` (hidden states come
   positionally or as ``hidden_states``), and the keyword names ``ROPE`` (``position_embeddings``, a
   (cos, sin) pair of (b, S, head_dim)), ``MASK`` (``attention_mask``), ``POSITION_IDS``.
+- Model / language-model call keywords: ``INPUT_IDS`` (``input_ids``, (b, S)), ``INPUTS_EMBEDS``
+  (``inputs_embeds``, (b, S, D)), ``USE_CACHE``, ``LABELS``.
 - Rotary helpers the adapters use (imported lazily, so importing this module imports no model code).
 
 Names the engine still depends on (listed for the maintainers; see also the adapters' docstrings):
@@ -22,11 +24,21 @@ forward keywords ``input_ids``, ``inputs_embeds``, ``attention_mask``, ``positio
 ``position_embeddings``, ``hidden_states``, ``labels``, ``use_cache``, ``cache`` / ``past_key_values``;
 ``Cache.get_seq_length(layer)``; ``DynamicCache``; model attributes ``model.model.language_model``,
 ``.layers``, ``.self_attn.{q,k}_proj`` (Qwen3-VL: ``.self_attn.{q,k}_norm``); the rotary functions below;
-``config.get_text_config()``; vision-encoder call keywords ``grid_thw``, ``cu_seqlens``,
+``config.get_text_config()`` (``num_hidden_layers``, ``hidden_size``, ``num_attention_heads``, ``head_dim``,
+``intermediate_size``, ``vocab_size``); ``config.image_token_id`` / ``video_token_id``; vision-encoder call
+keywords ``grid_thw``, ``cu_seqlens``,
 ``position_embeddings``, ``window_index`` / ``cu_window_seqlens`` and encoder attributes
 ``spatial_merge_size``, ``window_size``, ``patch_size``, ``blocks[-1].attn.{qkv,num_heads,scaling}``;
 ``transformers.vision_utils.get_vision_window_index``; Qwen3-VL language-model keywords
 ``visual_pos_masks`` / ``deepstack_visual_embeds``; ``transformers.video_utils.VideoMetadata``.
+LLaVA-OneVision (``adapters/llava_onevision.py``): ``model.model.vision_tower`` and its
+``vision_model.encoder.layers[k].self_attn.{q_proj,k_proj,num_heads,scale}`` (SigLIP);
+``model.model.image_newline``; ``model.model.apply_pooling(features)``;
+``model.model.pack_image_features(features, image_sizes, image_newline=, vision_aspect_ratio=)``;
+``modeling_llava_onevision.image_size_to_num_patches``; config ``vision_feature_layer``,
+``image_grid_pinpoints``, ``vision_aspect_ratio``, ``vision_config.{image_size,patch_size}``; processor
+outputs ``image_sizes`` / ``batch_num_images`` (passed through ``handle.bind``, since transformers
+pre-encodes images without passing them to ``forward``).
 """
 
 from __future__ import annotations
@@ -37,6 +49,10 @@ from functools import lru_cache
 TESTED_RANGE = ((5, 20), (5, 24))
 
 ROPE = "position_embeddings"
+INPUT_IDS = "input_ids"
+INPUTS_EMBEDS = "inputs_embeds"
+USE_CACHE = "use_cache"
+LABELS = "labels"
 MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 HIDDEN = "hidden_states"

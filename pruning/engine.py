@@ -27,7 +27,10 @@ visual tokens for the report, returning nothing), so the computation is untouche
   the unpruned run's.
 - Prefill vs decode is decided from the KV cache (found by :mod:`pruning.compat` under any known
   keyword or by type) and cross-checked against the engine's own state: a decode step must find
-  layer 0's cache exactly as long as the engine left it.
+  layer 0's cache exactly as long as the engine left it, and a one-token step that finds no cache at all
+  right after a pruned prefill that left one raises ``PruningNotApplied`` at that step (it would otherwise
+  be taken for a fresh prompt and decode unpruned, silently, for a caller of ``model.generate``); only
+  all-zero position ids mark such a step as a fresh one-token prompt.
 - Never silent: after each prefill the engine checks what ran against the method's plan and the
   cache transformers filled (:mod:`pruning.verify`), and raises ``PruningNotApplied`` otherwise.
   Modes it cannot serve are refused up front (``UnsupportedGeneration``): ``generate(use_cache=False)``,
@@ -86,6 +89,7 @@ class PrefillState:
     # after that layer (DeepStack), gathered to the survivors; a merged token carries its anchor's row
     decoded: int = 0  # tokens appended by decode steps since the prefill
     cache_lengths: list[int] | None = None  # per layer, as transformers' cache reported after the prefill
+    left_cache: bool = False  # the prefill returned a KV cache (decode steps must then pass one back)
 
     def cached(self, layer: int) -> torch.Tensor:
         """Seq indices of the tokens layer ``layer`` processed (and holds in its KV cache)."""
@@ -177,7 +181,7 @@ class PruningHandle:
 
     # ---- hooks ---------------------------------------------------------------------------
     def _on_model(self, _module, args, kwargs):
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        input_ids = kwargs.get(compat.INPUT_IDS, args[0] if args else None)
         if not self.method.is_identity:
             self._refuse_unsupported(kwargs, input_ids)
         if compat.cache_length(compat.find_cache(kwargs)) == 0:
@@ -191,7 +195,7 @@ class PruningHandle:
         whose prompt extends the previous cache-less prompt is ``generate(use_cache=False)`` re-running
         the whole sequence each step — refused."""
         why = None
-        uncached = kwargs.get("use_cache") is False
+        uncached = kwargs.get(compat.USE_CACHE) is False
         previous, self._uncached_ids = self._uncached_ids, (input_ids if uncached else None)
         if (
             uncached and previous is not None and input_ids is not None
@@ -199,7 +203,7 @@ class PruningHandle:
             and torch.equal(input_ids[..., : previous.shape[-1]], previous)
         ):
             why = "generate(use_cache=False) (pruning keeps per-layer KV caches; generate with the cache on)"
-        elif kwargs.get("labels") is not None:
+        elif kwargs.get(compat.LABELS) is not None:
             why = "labels= (a pruned forward returns logits per surviving token, not per prompt token)"
         elif getattr(getattr(self.model, "generation_config", None), "prefill_chunk_size", None):
             why = "chunked prefill (generation_config.prefill_chunk_size)"
@@ -209,7 +213,7 @@ class PruningHandle:
     def _observe(self, _module, _args, kwargs):
         """Identity presets: count the prunable visual tokens for the report; change nothing."""
         if compat.cache_length(compat.find_cache(kwargs)) == 0 and self._input_ids is not None:
-            self._n_observed = self.adapter.prunable_positions(self._input_ids, kwargs["inputs_embeds"]).numel()
+            self._n_observed = self.adapter.prunable_positions(self._input_ids, kwargs[compat.INPUTS_EMBEDS]).numel()
 
     def _catcher(self, store: dict, layer: int):
         def hook(_module, _args, output):
@@ -233,9 +237,11 @@ class PruningHandle:
                 f"visual-token pruning needs transformers' DynamicCache, got {type(cache).__name__} "
                 "(static / quantized / offloaded caches and compiled generation are not supported)"
             )
-        new_tokens = kwargs["inputs_embeds"].shape[1]
+        new_tokens = kwargs[compat.INPUTS_EMBEDS].shape[1]
+        self._expect_cache = kwargs.get(compat.USE_CACHE) is not False
+        if cache is None and new_tokens == 1 and self._expect_cache:
+            self._check_cache_visible(kwargs)
         self._in_prefill = past == 0
-        self._expect_cache = kwargs.get("use_cache") is not False
         if not self._in_prefill:
             if new_tokens > 1:
                 raise UnsupportedGeneration(
@@ -252,6 +258,25 @@ class PruningHandle:
             self._records.clear()
             self._extras.clear()
         return args, kwargs
+
+    def _check_cache_visible(self, kwargs) -> None:
+        """A one-token step with no KV cache the engine can find, right after a verified pruned prefill, is a
+        decode step whose cache moved out of sight (a renamed keyword that the type scan misses too): taken
+        for a prefill, it would run unpruned against the pruned cache and report nothing. Raise at that step.
+
+        Only position ids that are all zero mark it as a fresh one-token prompt instead (``generate`` passes
+        a decode step's original, non-zero positions); a one-token prompt given without position ids right
+        after a pruned prefill is therefore refused too."""
+        state = self.last
+        if state is None or not state.left_cache:
+            return
+        pos = kwargs.get(compat.POSITION_IDS)
+        if isinstance(pos, torch.Tensor) and pos.numel() and not bool(pos.any()):
+            return
+        raise fail(
+            f"a one-token step after the pruned prefill of a {state.prompt_len}-token prompt found no KV cache "
+            "among the language model's arguments, so it cannot be decoded against the pruned cache"
+        )
 
     def _check_decode(self, past: int) -> None:
         """A decode step must find layer 0's cache exactly as long as the engine left it."""
@@ -276,6 +301,7 @@ class PruningHandle:
                     compat.cache_length(cache, layer) if cache is not None else state.cached(layer).numel()
                     for layer in range(self.shape.layers)
                 ]
+                state.left_cache = cache is not None
                 self._watch.settle()
         finally:
             self._keys.clear()
@@ -285,7 +311,7 @@ class PruningHandle:
 
     def _enter(self, kwargs) -> None:
         """Entry: a shorter inputs_embeds with original position ids and an explicit gathered 2-D mask."""
-        embeds = kwargs["inputs_embeds"]
+        embeds = kwargs[compat.INPUTS_EMBEDS]
         if embeds.shape[0] != 1:
             raise NotImplementedError("visual-token pruning supports batch size 1; run prompts one at a time")
         if self._input_ids is None:
@@ -320,7 +346,7 @@ class PruningHandle:
         state.additions = {layer: rows[kept.to(rows.device)] for layer, rows in additions.items()}
         state.visual_idx = state.visual.nonzero().flatten()
         keep = kept_orig.to(embeds.device)
-        kwargs["inputs_embeds"] = embeds[:, keep]
+        kwargs[compat.INPUTS_EMBEDS] = embeds[:, keep]
         pos = kwargs.get(compat.POSITION_IDS)
         if pos is None:
             pos = torch.arange(s, device=embeds.device)[None]

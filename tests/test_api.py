@@ -239,7 +239,7 @@ def check_preset_none(d: dict) -> None:
 def check_strictly_pruned(d: dict) -> None:
     p = d["pruning"]
     N, V, Rs, Rd = p["n_visual"], p["after_stage1"], p["after_stage2"], p["after_stage3"]
-    assert N > V > Rs >= Rd, (N, V, Rs, Rd)
+    assert N > V > Rs > Rd >= 1, (N, V, Rs, Rd)  # issue 7 Done-when: V < N, Rs < V, Rd < Rs at 1_9
     assert p["flops_ratio"] < 1 and p["layer_averaged_ratio"] < 1
 
 

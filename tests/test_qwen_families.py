@@ -13,7 +13,8 @@ baselines, run-time checks) run for these families through ``FAMILIES``; this fi
   surviving token carries the row of the token at its position (a merged token: its anchor's row); the
   adapter refuses DeepStack rows that are not aligned with the prunable visual tokens.
 - Qwen3-VL-MoE (not in ``FAMILIES``, to keep CI short): the same adapter; identity and drop == mask
-  under sdpa and eager, every stage pruned in ``ask``, FLOPs from the active experts' MLP width.
+  under sdpa and eager, every stage pruned in ``ask``, FLOPs from the active experts' MLP width, and the
+  ``evs`` method (per-layer KV lengths equal its budget; drop == mask).
 """
 
 from __future__ import annotations
@@ -301,6 +302,32 @@ def test_qwen3_vl_moe_identity_and_drop_equals_mask(moe, attn):
         start = handle.method.deep if start is None else start
         assert_matches_masked_reference(session, inputs, state, start, tokens, scores)
     assert torch.equal(_prefill_logits(model, inputs), ref)
+
+
+def test_qwen3_vl_moe_evs_budget_and_drop_equals_mask(moe):
+    """``evs`` on the MoE model: every layer caches S - N + max(P, floor(N * r)) tokens at 1_9 and the
+    pruned greedy run equals the unpruned run with the dropped tokens' keys masked from layer 0."""
+    import math
+
+    from pruning.presets import load_preset
+    from tests.test_evs_methods import _layout
+    from tests.test_oracles import _greedy, assert_matches_masked_reference
+
+    session, inputs = moe["sdpa"]
+    n, per_patch, _ = _layout(session, inputs)
+    budget = max(per_patch, math.floor(n * load_preset("1_9").ratio + 1e-9))
+    assert budget < n  # the clip really is pruned (here the first temporal patch is the floor: P > N * r)
+    expected = [inputs["input_ids"].shape[1] - n + budget] * session.adapter.lm_shape().layers
+    with pruning.attach(session.model, "1_9", "evs") as handle:
+        handle.bind(inputs)
+        with torch.inference_mode():
+            cache = compat.output_cache(session.model(**inputs, use_cache=True))
+        assert [cache.get_seq_length(i) for i in range(len(expected))] == expected
+        handle.bind(inputs)  # each prefill consumes the bound extras (video_grid_thw)
+        tokens, scores = _greedy(session.model, inputs)
+        state = handle.last
+    assert state.stages == [(0, budget)]
+    assert_matches_masked_reference(session, inputs, state, 0, tokens, scores)
 
 
 def test_qwen3_vl_moe_ask_prunes_every_stage(moe, clip):

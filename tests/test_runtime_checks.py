@@ -3,6 +3,8 @@
 - A sabotaged hook (a decoder layer's pre-hook that does not fire, or a cache keyword the engine can
   no longer see — what transformers 5.24's ``past_key_values`` -> ``cache`` rename did) raises
   ``PruningNotApplied`` naming the transformers version and the tested range; ``ask`` exits 1 with it.
+  An invisible cache fails at the first decode step of a plain ``model.generate`` (no ``report()``
+  needed), while a genuine new prompt after a finished generation is still a prefill.
 - Generation modes the engine cannot serve are refused before they produce output.
 - Review fixes: VIC features are the un-rotated keys (Qwen2-VL); a mask-less pruned call equals the
   all-ones-mask call; ``position_ids`` are withheld from every layer in the prefill; processor extras do
@@ -77,6 +79,45 @@ def test_an_invisible_cache_keyword_is_an_error_not_a_silent_unpruned_run(sessio
     monkeypatch.setattr(compat, "find_cache", lambda kwargs: None)
     with pytest.raises(RuntimeFailure, match="pruning was not applied as planned"):
         session.generate(prepared[family], preset="1_9", max_new_tokens=3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_invisible_cache_fails_at_the_decode_step_of_a_plain_generate(sessions, prepared, family, monkeypatch):
+    """A library user calling ``model.generate`` under ``attach`` (no ``report()``) gets the error at the
+    first decode step, not an unpruned continuation: the engine knows it left a cache after the prefill."""
+    session, inputs = sessions[family], prepared[family].inputs
+    monkeypatch.setattr(compat, "find_cache", lambda kwargs: None)
+    calls = []
+    spy = session.adapter.language_model.register_forward_pre_hook(lambda *_: calls.append(1), prepend=True)
+    try:
+        with pytest.raises(PruningNotApplied) as info, pruning.attach(session.model, "1_9") as handle:
+            handle.bind(inputs)
+            _generate(session.model, inputs)
+    finally:
+        spy.remove()
+    assert len(calls) == 2  # the prefill, then the first decode step raised
+    message = str(info.value)
+    assert "pruning was not applied as planned" in message and "found no KV cache" in message
+    assert f"transformers {compat.transformers_version()}" in message and compat.tested_range_text() in message
+
+
+def test_a_new_prompt_after_a_finished_generation_is_a_prefill(sessions, prepared, image):
+    """The decode-step check does not mistake a genuine second prefill for a lost cache: a new prompt (and
+    a fresh one-token prompt with zero positions) after a finished pruned generation runs normally."""
+    session, video = sessions["llava_onevision"], prepared["llava_onevision"].inputs
+    picture = session.prepare(load_visual(image), "What is shown?").inputs
+    one = {"input_ids": video["input_ids"][:, -1:], "position_ids": torch.zeros(1, 1, dtype=torch.long)}
+    with torch.inference_mode():
+        ref_one = session.model(**one).logits
+    with pruning.attach(session.model, "1_9") as handle:
+        for inputs in (video, picture):
+            handle.bind(inputs)
+            _generate(session.model, inputs)
+            report = handle.report(inputs["input_ids"])
+            assert report.n_visual > report.after_stage3 and handle.last.decoded == 2
+        with torch.inference_mode():
+            got_one = session.model(**one).logits  # a one-token prompt has nothing to prune: unchanged
+    torch.testing.assert_close(got_one, ref_one, atol=1e-6, rtol=0)
 
 
 def test_the_cache_is_found_under_either_keyword_or_by_type(sessions, prepared):
@@ -293,6 +334,25 @@ def test_a_clamped_budget_adds_a_ratio_warning(sessions, prepared):
     assert not any("layer-averaged ratio" in w for w in ok.warnings)
 
 
+def test_ask_json_prints_its_warnings_on_stderr_too(tiny_models, clip):
+    """``ask --json``: stdout is exactly the JSON object (warnings inside), and each warning is also one
+    ``warning: ...`` line on stderr (here the clamped-budget ratio warning of fastv at 1_9)."""
+    import json
+
+    from vitcop_cli.app import app
+
+    result = CliRunner().invoke(
+        app, ["ask", str(clip), "What happens?", "--model", str(tiny_models["qwen2_vl"]), "--preset", "1_9",
+              "--method", "fastv", "--frames", "4", "--max-new-tokens", "2", "--json", "--offline"],
+        env={"NO_COLOR": "1"},
+    )
+    assert result.exit_code == 0, (result.output, result.exception)
+    warnings = json.loads(result.stdout)["warnings"]  # the whole of stdout is one JSON object
+    assert any("layer-averaged ratio" in w for w in warnings), warnings
+    lines = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert lines == [f"warning: {' '.join(w.split())}" for w in warnings]
+
+
 def test_the_report_has_the_papers_flops_convention(sessions, prepared):
     result = sessions["qwen2_vl"].generate(prepared["qwen2_vl"], preset="1_9", max_new_tokens=2)
     p = result.pruning
@@ -306,6 +366,21 @@ def test_paper_flops_formula_by_hand():
     # one layer, n = 2, d = 3, m = 5: 4*2*9 + 2*4*3 + 3*2*3*5 = 72 + 24 + 90
     assert paper_prefill_flops([2], hidden=3, intermediate=5) == 186.0
     assert paper_prefill_flops([2, 0], hidden=3, intermediate=5) == 186.0
+
+
+def test_the_engine_spells_no_transformers_keyword_itself():
+    """Every forward keyword the engine reads or writes comes from :mod:`pruning.compat` (one place to
+    follow a rename): no string literal in engine.py is one of compat's keyword names."""
+    import ast
+    from pathlib import Path
+
+    import pruning.engine
+
+    names = {compat.ROPE, compat.MASK, compat.POSITION_IDS, compat.HIDDEN, compat.INPUT_IDS, compat.INPUTS_EMBEDS,
+             compat.USE_CACHE, compat.LABELS, compat.VISUAL_POS_MASKS, compat.DEEPSTACK_EMBEDS, *compat.CACHE_KWARGS}
+    tree = ast.parse(Path(pruning.engine.__file__).read_text())
+    literals = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    assert not literals & names, sorted(literals & names)
 
 
 def test_the_declared_transformers_range_is_the_tested_range():
