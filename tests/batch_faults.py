@@ -3,7 +3,10 @@
 ``VITCOP_TEST_FAULT`` says which, for the rank it names:
 
 - ``load:R``: rank R fails to load the model (as out-of-memory would).
-- ``kill:R:N``: rank R kills itself with SIGKILL when about to generate its (N+1)-th answer.
+- ``kill:R:N``: rank R kills itself with SIGKILL when about to generate its (N+1)-th answer; only in
+  torchrun's first attempt (``TORCHELASTIC_RESTART_COUNT`` "0" or unset), so a group restarted by
+  ``--max-restarts`` runs clean. With ``VITCOP_TEST_FAULT_LOG`` set, a line is appended to that file
+  just before the kill.
 - ``crash-before-merge``: rank 0 dies (``os._exit``) after every rank finished, before the final merge.
 """
 
@@ -22,12 +25,15 @@ if kind == "load" and rank == int(args[0]):
         raise RuntimeFailure("out of GPU memory while loading (injected)")
 
     api.load = _load
-elif kind == "kill" and rank == int(args[0]):
+elif kind == "kill" and rank == int(args[0]) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
     _generate, _calls = api.Session.generate, [0]
 
     def _killing_generate(self, *a, **k):
         _calls[0] += 1
         if _calls[0] > int(args[1]):
+            if os.environ.get("VITCOP_TEST_FAULT_LOG"):
+                with open(os.environ["VITCOP_TEST_FAULT_LOG"], "a") as log:
+                    log.write(f"killed rank {rank} before answer {_calls[0]}\n")
             os.kill(os.getpid(), signal.SIGKILL)
         return _generate(self, *a, **k)
 

@@ -3,7 +3,8 @@
 Every (video, question, model, preset, method) ends up exactly once in ``--out``; broken clips are
 recorded and make the job exit 1; a rank killed with SIGKILL, or rank 0 dying between the parts and
 the merge, loses and duplicates nothing on a re-run with 2 ranks or 1; the answers equal a
-single-process run; a rank failing to load the model ends the job with one message naming it.
+single-process run; a rank failing to load the model ends the job with one message naming it; under
+``torchrun --max-restarts 1`` a group restarted after a rank's SIGKILL resumes and exits 0.
 Faults are injected by ``tests/batch_faults.py`` (see its docstring). No timing assertions.
 """
 
@@ -60,10 +61,11 @@ def env(**extra) -> dict:
     return e
 
 
-def torchrun(args, *, fault: str | None = None, nproc: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), str(FAULTS),
-           *args]
-    extra = {"VITCOP_TEST_FAULT": fault} if fault else {}
+def torchrun(args, *, fault: str | None = None, nproc: int = 2, launcher: tuple = (),
+             **extra_env) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *launcher,
+           str(FAULTS), *args]
+    extra = dict(extra_env, **({"VITCOP_TEST_FAULT": fault} if fault else {}))
     return subprocess.run(cmd, capture_output=True, text=True, env=env(**extra), timeout=600, cwd=ROOT)
 
 
@@ -157,3 +159,28 @@ def test_a_rank_failing_to_load_the_model_fails_the_job_with_one_message(tiny_mo
     assert ours[0].startswith("error: rank 1 on ") and "loading the model failed" in ours[0]
     assert "out of GPU memory while loading (injected)" in ours[0]
     assert not out.exists() and not list(tmp_path.glob("out.jsonl.part-*"))
+
+
+def test_max_restarts_resumes_where_the_group_stopped(tiny_models, tmp_path):
+    """torchrun --max-restarts 1: rank 1 is killed (SIGKILL) after one answer in the first attempt only;
+    the restarted group merges what the first attempt wrote, runs the rest, and the job exits 0 with
+    every key exactly once in --out and no part file left."""
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for i, name in enumerate(["shapes.mp4", "bounce.mp4", "scene.png", "shapes.mp4"]):  # rank 1 gets 2 of them
+        src = SAMPLES / name
+        shutil.copy(src, clips / f"g{i}{src.suffix}")
+    out, log = tmp_path / "out.jsonl", tmp_path / "faults.log"
+    args = ["batch", str(clips), "-q", QUESTION, "-o", str(out), "-m", str(tiny_models["qwen2_vl"]), "--offline",
+            "--frames", "2", "--max-new-tokens", "1", "-p", "none", "--json"]
+    proc = torchrun(args, fault="kill:1:1", launcher=("--max-restarts", "1"), VITCOP_TEST_FAULT_LOG=str(log))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert log.read_text().splitlines() == ["killed rank 1 before answer 2"]  # the first attempt did die
+    summary = json.loads(proc.stdout[proc.stdout.index("{"):])  # the restarted group's rank 0
+    assert summary["ranks"] == 2 and summary["failed"] == 0 and summary["exit_code"] == 0
+    assert summary["skipped"] >= 1 and summary["ok"] + summary["skipped"] == 4  # resumed, not redone
+    recs = lines_of(out)
+    keys = [record_key(r) for r in recs]
+    assert len(keys) == len(set(keys)) == 4 and all(r["error"] is None for r in recs)
+    assert {Path(r["video"]).name for r in recs} == {p.name for p in clips.iterdir()}
+    assert not list(tmp_path.glob("out.jsonl.part-*"))

@@ -273,6 +273,32 @@ def test_the_cli_takes_the_lock_before_loading_the_model(tmp_path, good_clips, m
             assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_second_process_holding_the_lock_stops_the_cli_before_the_model_loads(tmp_path, good_clips,
+                                                                                 monkeypatch):
+    """The lock is an flock between processes, not only between two holders in one process."""
+    def no_load(*_a, **_k):
+        raise AssertionError("the model must not load while another process holds --out")
+
+    monkeypatch.setattr(api, "load", no_load)
+    out = tmp_path / "out.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom vitcop_cli.batch.lock import OutLock\n"
+         "held = OutLock(sys.argv[1])\nprint('held', flush=True)\ntime.sleep(600)", str(out)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = invoke("batch", good_clips, "-q", "Q", "-o", out, "-m", "some/model")
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "is being written by another vitcop batch" in lines[0], lines
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    OutLock(out).release()  # freed when the holder died
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs: every bad line at once, size and encoding limits, skipped entries, escaped names
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +389,30 @@ def test_a_preset_that_does_not_fit_the_model_is_one_error_up_front(tiny_models,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --preset") and "does not fit" in lines[0], lines
     assert not out.exists() or out.read_text() == ""
+
+
+def test_max_new_tokens_over_the_positions_is_one_error_up_front(tiny_models, tmp_path, good_clips):
+    """Refused before any job runs and before --out is touched (the lock's sidecar aside), exit 2."""
+    out = tmp_path / "out.jsonl"
+    result = invoke("batch", good_clips, "-q", "Q", "-o", out, "-m", tiny_models["qwen2_vl"], "--offline",
+                    "--frames", FRAMES, "--max-new-tokens", 1_000_000_000)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --max-new-tokens 1,000,000,000"), lines
+    assert "32,768 positions" in lines[0]  # the tiny Qwen2-VL's max_position_embeddings
+    assert result.stdout == "" and not out.exists() and not list(tmp_path.glob("out.jsonl.part-*"))
+
+
+def test_run_batch_refuses_max_new_tokens_over_the_positions(sessions, tmp_path, good_clips, monkeypatch):
+    session = sessions["qwen2_vl"]
+    ran = []
+    monkeypatch.setattr(session, "generate", lambda *a, **k: ran.append(1))
+    out = tmp_path / "out.jsonl"
+    out.write_text("")  # an existing --out stays as it was
+    items = items_from_folder(good_clips, ["Q"])
+    with pytest.raises(InputError, match=r"--max-new-tokens 40,000 does not fit the model's 32,768 positions"):
+        run_batch(session, items, out, presets=["none"], frames=FRAMES, max_new_tokens=40_000)
+    assert ran == [] and out.read_text() == "" and not list(tmp_path.glob("out.jsonl.*"))
 
 
 def test_preset_and_method_lists_and_seed_on_the_cli(tiny_models, tmp_path):
@@ -461,3 +511,46 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tiny_models, tmp_path, sig, code):
     recs = lines_of(out)  # the process merged what it wrote before exiting
     assert len(recs) == written >= 1 and not find_parts(out)
     assert len(set(keys_of(recs))) == len(recs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary table at 80 columns
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["2_9@3fa1c2d0", "my_preset_x@3fa1c2d0",
+                                   "my_very_long_custom_preset_name_x@3fa1c2d0"])
+def test_the_summary_fits_80_columns_and_hides_nothing(label):
+    from rich.console import Console
+
+    from vitcop_cli.batch import BatchSummary, GroupSummary
+    from vitcop_cli.batch.view import render_summary
+
+    def group(method, preset):
+        return GroupSummary(method=method, preset=preset, jobs=1000, ok=990, failed=10, skipped=120, skipped_failed=3,
+                            answered=990, scored=990, correct=777, accuracy=777 / 990, latency_mean_s=12.345,
+                            latency_p95_s=123.456, visual_tokens_mean=1234.0, visual_kept_mean=123.4,
+                            kept_ratio_mean=0.1)
+
+    groups = [group("none", "none")] + [group(m, p) for m in ("vitcop", "fastv", "divprune") for p in ("1_9", label)]
+    summary = BatchSummary(out="/tmp/out.jsonl", model="/models/Qwen2-VL-2B-Instruct", items=1000, jobs=7000, ok=6930,
+                           failed=70, skipped=840, skipped_failed=21, duplicates=0, torn_bytes=0, wall_s=1.0,
+                           prefetch=True, interrupted=False, groups=groups, overall=group("all", "all"))
+    console = Console(width=80, record=True, color_system=None)
+    render_summary(summary, console)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in text
+    if len(label) <= 20:  # a custom preset's label: whole, on one line, in each method's row
+        assert sum(label in line for line in lines) == 3
+    else:  # longer than the column can be: folded onto the next lines, still all there
+        assert sum("my_very_" in line for line in lines) == sum("@3fa1c2d0" in line for line in lines) == 3
+    for method in ("none", "vitcop", "fastv", "divprune"):
+        assert any(line.startswith(method + " ") for line in lines), method
+    words = text.split()
+    for header in ("method", "preset", "ok", "failed", "skipped", "(done)", "accuracy", "latency", "mean", "p95",
+                   "visual", "tokens", "kept", "(ratio)", "1000 items"):
+        assert header in words or header in " ".join(words), header
+    for cell in ("990", "(+3", "old)", "0.785", "(777/990)", "12.345", "123.456", "1234", "123.4", "(0.100)"):
+        assert words.count(cell) == len(groups) + 1, cell  # every row shows every figure, none cut off

@@ -105,7 +105,8 @@ def ask(
     offline: o.Offline = False,
     debug: o.Debug = False,
 ) -> None:
-    """Answer QUESTION about VIDEO; the answer goes to stdout, the cost report to stderr."""
+    """Answer QUESTION about VIDEO; the answer goes to stdout, the cost report to stderr (with --json: one
+    JSON object on stdout, and each warning also as one 'warning: ...' line on stderr)."""
     _state["debug"] = debug
     try:
         from .signals import terminate_as_interrupt
@@ -140,6 +141,8 @@ def ask(
             result.timings.startup_s = startup_s
             if json_out:
                 print(report.to_json(result))
+                for w in result.warnings:  # also in the JSON; stderr keeps them visible, one line each
+                    print(f"warning: {' '.join(w.split())}", file=sys.stderr)
                 return
             print("" if streaming else result.answer, flush=True)
             report.render(result, err)
@@ -368,6 +371,7 @@ def batch_cmd(
                 def load():
                     session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
                     batch.check_presets_fit(session, batch.check_run_options(preset_list, method_list)[0])
+                    batch.check_lengths_fit(session, max_new_tokens)  # up front, before any job or --out
                     return session
 
                 with console.status(f"loading {escape(model)} …", spinner="dots") if root else nullcontext():

@@ -6,7 +6,9 @@ Contract:
   ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR`` / ``MASTER_PORT``); with no ``WORLD_SIZE`` or a world of
   one it returns ``None`` (a plain single-process batch). Otherwise it joins the job through
   ``torch.distributed``'s ``env://`` rendezvous and a gloo process group (control messages only:
-  small objects on CPU, whatever device the model uses), every collective bounded by ``timeout``
+  small objects on CPU, whatever device the model uses; its store keys carry the run attempt,
+  ``TORCHELASTIC_RESTART_COUNT``, because torchrun's store outlives a ``--max-restarts`` restart and
+  the dead group's keys would hang the new one), every collective bounded by ``timeout``
   (``VITCOP_DIST_TIMEOUT`` seconds, default 1800), so a rank that never answers ends the job with
   an error instead of a hang.
 - :meth:`DistContext.agree` runs one step (take the lock, load the model, ...) on this rank and
@@ -166,15 +168,18 @@ def from_env() -> DistContext | None:
     timeout_s = _timeout_s()
     timeout = timedelta(seconds=timeout_s)
     host = socket.gethostname()
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     try:
         store, rank, world = next(dist.rendezvous("env://", timeout=timeout))
         store.set_timeout(timeout)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=timeout)
+        # torchrun's agent store outlives a restart (--max-restarts): without a per-attempt prefix the
+        # restarted group's gloo handshake reads the dead group's addresses and hangs
+        pg_store = dist.PrefixStore(f"vitcop-batch/{run_id}/{attempt}/pg/", store)
+        dist.init_process_group("gloo", store=pg_store, rank=rank, world_size=world, timeout=timeout)
     except Exception as exc:  # noqa: BLE001
         raise RuntimeFailure(
             f"rank {rank} on {host}: cannot join the torch.distributed job: {' '.join(str(exc).split())[:300]}"
         ) from None
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     prefixed = dist.PrefixStore(f"vitcop-batch/{run_id}/{attempt}/", store)
     return DistContext(rank, world, local_rank, local_world, host, timeout_s, prefixed)

@@ -11,8 +11,10 @@ Contract (the package docstring gives the whole picture):
   ``preset`` the preset's label, ``method`` ``"none"`` for the unpruned preset (:mod:`.plan`). A
   failed job has ``error`` set to a one-line message and every other result field ``null``,
   except the key fields.
-- Steps. Take the ``--out`` lock (rank 0, unless the caller holds it: :mod:`.lock`); rank 0 merges
-  what earlier runs left (:func:`.merge.merge`); every rank plans the same pending jobs from
+- Steps. Check the options, the presets' layers and ``max_new_tokens`` against the model
+  (:func:`check_presets_fit`, :func:`check_lengths_fit`: an :class:`InputError` before anything is
+  written). Take the ``--out`` lock (rank 0, unless the caller holds it: :mod:`.lock`); rank 0
+  merges what earlier runs left (:func:`.merge.merge`); every rank plans the same pending jobs from
   ``--out`` and runs its share (:func:`.plan.shares`), appending each line, fsync'd, to its part
   file before the next job starts, so a crash or kill loses at most the job in flight; rank 0
   waits for every rank, merges the parts into ``--out`` and returns the summary. Under torchrun the
@@ -79,6 +81,7 @@ __all__ = [
     "OutLock",
     "ResultStats",
     "aggregate",
+    "check_lengths_fit",
     "check_out_path",
     "check_presets_fit",
     "check_run_options",
@@ -194,6 +197,15 @@ def check_presets_fit(session, presets: Sequence) -> None:
             raise InputError(f"--preset {p.label} does not fit this model: {exc}") from None
 
 
+def check_lengths_fit(session, max_new_tokens: int) -> None:
+    """InputError (exit 2), once, when ``max_new_tokens`` alone exceeds ``session``'s maximum positions
+    (:meth:`vitcop_cli.api.Session.check_lengths`); a prompt too long for its item stays that item's
+    error line. A session without ``check_lengths`` (a scripted one) has nothing to check."""
+    check = getattr(session, "check_lengths", None)
+    if check is not None:
+        check(max_new_tokens)
+
+
 def _identity(name: str) -> str:
     from ..api import model_identity
 
@@ -278,11 +290,11 @@ def run_batch(
 ) -> BatchSummary:
     """Run every item under every (method, preset) on ``session``; results end up in ``out_path``.
 
-    See the module docstring for the output, resume and summary rules. Bad options (or a preset
-    that does not fit the model) raise :class:`InputError` before the output is touched; a failing
-    clip or generation becomes an ``error`` line and the batch goes on; failing to write raises
-    :class:`RuntimeFailure`; an interruption raises :class:`BatchInterrupted`. ``dist`` is the
-    :class:`~.dist.DistContext` of a torchrun job (``None``: this process does everything).
+    See the module docstring for the output, resume and summary rules. Bad options (a preset that
+    does not fit the model, a ``max_new_tokens`` over its maximum positions) raise :class:`InputError`
+    before the output is touched; a failing clip or generation becomes an ``error`` line and the
+    batch goes on; failing to write raises :class:`RuntimeFailure`; an interruption raises
+    :class:`BatchInterrupted`. ``dist`` is the :class:`~.dist.DistContext` of a torchrun job (``None``: this process does everything).
     ``lock``: an :class:`OutLock` already held on ``out_path`` (else rank 0 takes one).
     """
     from ..video import load_visual
@@ -294,6 +306,7 @@ def run_batch(
     )
     out = check_out_path(out_path)
     check_presets_fit(session, loaded)
+    check_lengths_fit(session, max_new_tokens)
     model = _identity(session.name)
     jobs = combos(loaded, method_list)
     ctx = dist

@@ -2,6 +2,9 @@
 
 Names from the file system (ids, clip names, paths) and error messages are shown through
 :func:`~.inputs.printable` (control characters escaped) and rich's ``escape`` (no markup).
+The summary table fits 80 columns and hides nothing: a method or preset label of up to 20
+characters stays on one line, other cells wrap between words, a word too long for its column
+folds onto the next line; nothing ends in "…".
 """
 
 from __future__ import annotations
@@ -101,22 +104,35 @@ def run_with_progress(console: Console, session, items, out: Path, *, debug: boo
         return batch.run_batch(session, items, out, on_progress=on_progress, **options)
 
 
+_ONE_LINE = 20  # a method or preset label up to this long (e.g. name@8-hex-fingerprint) keeps one line
+
+
 def render_summary(summary, console: Console) -> None:
     """The ``vitcop batch`` summary: one row per (method, preset), plus a total row when there are several."""
+    from rich import box
     from rich.table import Table
 
     several = len(summary.groups) > 1
     pruning_methods = {g.method for g in summary.groups if g.method != "none"}  # none: the unpruned preset
     show_method = len(pruning_methods) > 1 or pruning_methods - {"vitcop"}
     title = f"vitcop batch · {escape(printable(summary.model))} · {summary.items} item{'s' if summary.items != 1 else ''}"
-    table = Table(title=title, title_justify="left")
-    columns = [("method", "left")] if show_method else []
+    # 80 columns: the profile table's compact box (one space between columns). What ran (method, preset
+    # label) stays on one line when it is at most _ONE_LINE long; other cells wrap between words. A word
+    # too long for its column folds onto the next line: nothing is ever cut with "…"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, pad_edge=False,
+                  collapse_padding=True, show_edge=False)
+
+    def one_line(values) -> bool:
+        return max(len(v) for v in values) <= _ONE_LINE
+
+    columns = [("method", "left", one_line([g.method for g in summary.groups]))] if show_method else []
     columns += [
-        ("preset", "left"), ("ok", "right"), ("failed", "right"), ("skipped\n(done)", "right"),
-        ("accuracy", "right"), ("latency s\nmean / p95", "right"), ("visual tokens\nN → kept (ratio)", "right"),
+        ("preset", "left", one_line([g.preset for g in summary.groups])), ("ok", "right", False),
+        ("failed", "right", False), ("skipped\n(done)", "right", False), ("accuracy", "right", False),
+        ("latency s\nmean / p95", "right", False), ("visual tokens\nN → kept (ratio)", "right", False),
     ]
-    for col, justify in columns:
-        table.add_column(col, justify=justify)
+    for col, justify, no_wrap in columns:
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=no_wrap)
     rows = list(summary.groups) + ([summary.overall] if several else [])
     for i, g in enumerate(rows):
         accuracy = "-" if g.accuracy is None else f"{g.accuracy:.3f} ({g.correct}/{g.scored})"
