@@ -127,3 +127,13 @@ def test_image_prompt_is_untouched(sessions, family, image):
         report = handle.report(inputs["input_ids"])
     assert report.n_visual > 0 and report.after_stage3 == report.n_visual and report.flops_ratio == 1.0
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_a_missing_video_grid_names_the_family_and_the_fix(sessions, clip, family):
+    """Without ``video_grid_thw`` (``generate`` does not pass it to every family's forward), the layout
+    error says which model and that ``handle.bind(inputs)`` supplies it."""
+    session = sessions[family]
+    inputs = session.prepare(load_visual(clip, frames=4), "What happens?").inputs
+    with pytest.raises(RuntimeError, match=rf"the {family} video token layout .*handle\.bind\(inputs\)"):
+        session.adapter.video_token_grids(inputs["input_ids"], {})

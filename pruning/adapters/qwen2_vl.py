@@ -145,6 +145,9 @@ class Qwen2VLAdapter(FamilyAdapter):
             return []
         grid = extras.get("video_grid_thw")
         if grid is None:
-            raise RuntimeError("the Qwen2-VL video token layout needs the processor's video_grid_thw in the extras")
+            raise RuntimeError(
+                f"the {self.model.config.model_type} video token layout needs the processor's video_grid_thw: "
+                "call handle.bind(inputs) before each generate"
+            )
         merge = self.vision_encoder.spatial_merge_size
         return [(int(t), int(h) // merge, int(w) // merge) for t, h, w in grid.tolist()]
