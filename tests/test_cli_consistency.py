@@ -298,7 +298,7 @@ def fastv_profile(sessions):
 
 
 def test_profile_marks_rows_that_missed_their_ratio(fastv_profile):
-    from vitcop_cli.profile_view import render_profile
+    from vitcop_cli.profile.view import render_profile
 
     result = fastv_profile
     assert result.to_dict()["schema"] == "vitcop.profile/1"
@@ -321,7 +321,7 @@ def test_profile_marks_rows_that_missed_their_ratio(fastv_profile):
 
 def test_profile_marks_a_flagged_row_from_saved_json(fastv_profile):
     from vitcop_cli.profile import ProfileResult
-    from vitcop_cli.profile_view import render_profile
+    from vitcop_cli.profile.view import render_profile
 
     d = fastv_profile.to_dict()
     d["rows"][1]["ratio_warning"] = "vitcop reached layer-averaged ratio 0.500, not the preset's 0.333"
@@ -335,7 +335,7 @@ def test_plot_is_readable(fastv_profile):
     pytest.importorskip("matplotlib")
     from matplotlib.text import Annotation
 
-    from vitcop_cli.plot import figure
+    from vitcop_cli.profile.plot import figure
     from vitcop_cli.profile import ProfileResult
 
     result = ProfileResult.from_dict(fastv_profile.to_dict())
@@ -366,7 +366,7 @@ def test_plot_is_readable(fastv_profile):
 def test_the_plot_rings_points_by_the_ratio_warning_rule(achieved, target, ringed):
     from types import SimpleNamespace
 
-    from vitcop_cli.plot import missed
+    from vitcop_cli.profile.plot import missed
 
     row = SimpleNamespace(method="vitcop", ratio_warning=None, layer_averaged_ratio=achieved, target_ratio=target)
     assert missed(row) is ringed

@@ -8,7 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from pruning import compat
-from vitcop_cli import doctor
+from vitcop_cli.doctor import checks as doctor  # the module the command calls (monkeypatched below)
 from vitcop_cli.app import app
 from vitcop_cli.devmodels import FAMILIES
 

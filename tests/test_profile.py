@@ -24,7 +24,7 @@ from vitcop_cli import api
 from vitcop_cli import profile as prof
 from tests.test_cli import assert_one_line_failure  # the CLI's one-line error contract
 from vitcop_cli.app import app
-from vitcop_cli.profile_view import render_profile
+from vitcop_cli.profile.view import render_profile
 from vitcop_cli.errors import InputError
 from vitcop_cli.profile import BASELINE, ProfileResult, RunSlot, entries, run_order, run_profile, to_csv
 
@@ -298,7 +298,7 @@ def test_profile_plot_png(profiled, tmp_path):
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     # the same figure on CUDA-like data (memory panel drawn) and from a saved JSON
-    from vitcop_cli.plot import plot_profile
+    from vitcop_cli.profile.plot import plot_profile
 
     result = ProfileResult.from_dict(d)
     for r in result.rows:
@@ -402,7 +402,7 @@ def test_profile_plot_without_matplotlib(no_model_loading, monkeypatch, tmp_path
     result = invoke(*profile_args("/nonexistent/model", "--plot", tmp_path / "p.png"))
     assert_one_line_failure(result, 2, "--plot needs matplotlib", "pip install 'vitcop[plot]'")
     assert not (tmp_path / "p.png").exists()
-    from vitcop_cli import plot
+    from vitcop_cli.profile import plot
 
     with pytest.raises(InputError, match="needs matplotlib"):
         plot.require_matplotlib()

@@ -13,7 +13,7 @@ from tests.test_cli import assert_one_line_failure
 from tests.test_profile import invoke
 from vitcop_cli.batch.inputs import mc_prompt
 from vitcop_cli.errors import InputError
-from vitcop_cli.profile_answers import add_accuracy, prepare_answers, read_answers
+from vitcop_cli.profile.answers import add_accuracy, prepare_answers, read_answers
 
 no_model_loading = test_profile.no_model_loading  # fixture: api.load must not be called
 

@@ -12,9 +12,22 @@ The parts, each with its own contract:
 - :mod:`.dist`: the ranks of a torchrun job agreeing on each step; shared progress counters.
 - :mod:`.launch`: ``vitcop batch --nproc N`` starting torchrun.
 - :mod:`.summary` and :mod:`.view`: the figures and their rendering.
+- :mod:`.cli`: the ``vitcop batch`` command (parse, call the library, render).
 
-Public names are re-exported here from :mod:`.runner`.
+The public names of :mod:`.runner` (``run_batch``, ``OutLock``, ...) are available here. They are
+loaded on first use: :mod:`.runner` brings in torch, and the CLI imports this package (for
+:mod:`.cli`) on every start, ``vitcop --help`` included.
 """
 
-from .runner import *  # noqa: F401,F403
-from .runner import __all__  # noqa: F401
+_SUBMODULES = frozenset({"cli", "dist", "inputs", "launch", "lock", "merge", "plan", "prefetch", "runner", "store",
+                         "summary", "view"})
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES or name.startswith("__"):  # submodules are imported by the import system itself
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import runner
+
+    if name in runner.__all__:
+        return getattr(runner, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -79,10 +79,10 @@ def serve_cmd(
     """
     from rich.markup import escape
 
-    from ..app import _fail, _state, err
+    from ..cli_common import err, fail, state
     from ..signals import Terminated, terminate_as_interrupt
 
-    _state["debug"] = debug
+    state["debug"] = debug
     sock = None
     try:
         from .. import api, options
@@ -129,7 +129,7 @@ def serve_cmd(
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
         if isinstance(exc, typer.Exit):
             raise
-        _fail(exc)
+        fail(exc)
     finally:
         if sock is not None:
             sock.close()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pruning.stats import RATIO_TOLERANCE
 
-from .errors import InputError
-from .profile import BASELINE, ProfileResult
+from ..errors import InputError
+from .run import BASELINE, ProfileResult
 
 MISSING = "--plot needs matplotlib, which is not installed; install it with: pip install 'vitcop[plot]'"
 

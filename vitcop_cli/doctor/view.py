@@ -1,11 +1,11 @@
-"""Human rendering of :class:`vitcop_cli.doctor.DoctorReport` (stdout, fits 80 columns)."""
+"""Human rendering of :class:`vitcop_cli.doctor.checks.DoctorReport` (stdout, fits 80 columns)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
 
-from .doctor import Check, DoctorReport
+from .checks import Check, DoctorReport
 
 
 def render_environment(report: DoctorReport, out: Console) -> None:

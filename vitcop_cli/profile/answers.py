@@ -23,8 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .batch.inputs import BatchItem, _score, printable, read_jsonl
-from .errors import InputError
+from ..batch.inputs import BatchItem, _score, printable, read_jsonl
+from ..errors import InputError
 
 
 def read_answers(path: str | Path, video: str | Path) -> tuple[list[BatchItem], list[str]]:
@@ -61,8 +61,8 @@ def add_accuracy(session, result, labelled: Sequence[tuple[BatchItem, object]], 
                  max_new_tokens: int, temperature: float = 0.0, top_p: float | None = None,
                  seed: int | None = None, on_progress: Callable[[int, int], None] | None = None):
     """Score every row of ``result`` on ``labelled``; fills the accuracy fields in place and returns it."""
-    from . import api
-    from .profile import BASELINE
+    from .. import api
+    from .run import BASELINE
 
     total = len(result.rows) * len(labelled)
     done = 0

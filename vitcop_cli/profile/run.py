@@ -28,7 +28,7 @@ Contract:
 - A row whose runs carry a warning about the layer-averaged ratio (a method that cannot reach the
   requested budget on this model) keeps it in ``ratio_warning``; the table marks that row.
 - ``to_dict()`` starts with ``"schema": "vitcop.profile/1"`` (:data:`SCHEMA`).
-- Accuracy (``--answers``): :mod:`vitcop_cli.profile_answers` fills ``accuracy`` (with
+- Accuracy (``--answers``): :mod:`vitcop_cli.profile.answers` fills ``accuracy`` (with
   ``answers_correct`` / ``answers_total``) per row after the timed runs; ``None`` without it.
 - :func:`to_csv` writes one line per row (nested spreads flattened to ``*_median/_min/_max``).
 """
@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence, TextIO
 
-from .options import check_run_options, unique_names
+from ..options import check_run_options, unique_names
 
 SCHEMA = "vitcop.profile/1"
 RATIO_WARNING = "layer-averaged ratio"  # the phrase the library's budget-miss warning carries
@@ -116,7 +116,7 @@ class ProfileRow:
     matches_none: bool  # greedy token ids equal the baseline's
     answers_consistent: bool  # every run of this row (warm-up included) gave the same ids
     ratio_warning: str | None = None  # the run's warning when the method missed the requested ratio
-    # --answers (vitcop_cli.profile_answers): labelled questions answered correctly under this row
+    # --answers (vitcop_cli.profile.answers): labelled questions answered correctly under this row
     answers_correct: int | None = None
     answers_total: int | None = None
     accuracy: float | None = None
@@ -222,9 +222,9 @@ def run_profile(
     ``on_progress(done, total, slot)`` is called before each run (``slot`` about to run) and once
     at the end with ``slot=None``. Bad presets / methods raise :class:`InputError` before any run.
     """
-    from . import api
-    from .errors import InputError
-    from .runtime import peak_rss_bytes
+    from .. import api
+    from ..errors import InputError
+    from ..runtime import peak_rss_bytes
 
     if repeat < 1:
         raise InputError("--repeat must be at least 1")

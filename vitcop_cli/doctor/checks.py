@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .devmodels import FAMILIES
+from ..devmodels import FAMILIES
 
-SAMPLE_CLIP = Path(__file__).resolve().parent.parent / "samples" / "shapes.mp4"
+SAMPLE_CLIP = Path(__file__).resolve().parents[2] / "samples" / "shapes.mp4"  # the source tree's samples/
 
 
 @dataclass
@@ -70,8 +70,8 @@ def environment() -> tuple[dict, dict]:
     """(versions, devices) of this installation."""
     import torch
 
-    from . import __version__
-    from .runtime import flash_attn_installed
+    from .. import __version__
+    from ..runtime import flash_attn_installed
 
     versions = {
         "vitcop": __version__, "python": platform.python_version(), "torch": torch.__version__,
@@ -99,7 +99,7 @@ def run(device: str = "cpu", families: tuple[str, ...] = FAMILIES, on_check=None
         report: DoctorReport | None = None) -> DoctorReport:
     """Run every self-test into ``report`` (default: a fresh :func:`inspect`); ``on_check(Check)`` is
     called as each finishes."""
-    from . import api
+    from .. import api
 
     report = report or inspect()
     attns = ["sdpa"] + (["flash_attention_2"] if device.startswith("cuda") and report.devices["flash_attn"] else [])
@@ -118,13 +118,13 @@ def run(device: str = "cpu", families: tuple[str, ...] = FAMILIES, on_check=None
 
 
 def _tiny_model(family: str, base: Path) -> Path:
-    from .devmodels import make_model
+    from ..devmodels import make_model
 
     return make_model(family, base / family, size="tiny")
 
 
 def _self_tests(session, family: str, attn: str):
-    from .video import load_visual
+    from ..video import load_visual
 
     prepared = session.prepare(load_visual(SAMPLE_CLIP, frames=4), "What happens in the video?")
     for name, test in (("identity", _identity), ("drop==mask", _drop_equals_mask),

@@ -1,0 +1,203 @@
+"""The ``vitcop batch`` command (registered on the CLI app by :mod:`vitcop_cli.app`): parse, validate,
+load the model once (on every rank under torchrun), run :func:`vitcop_cli.batch.run_batch`, render.
+
+Contract: bad options, inputs or ``--out`` fail with one line and exit 2 before a model loads; the
+``--out`` lock is taken before the model loads; ``--nproc N`` starts torchrun itself
+(:mod:`.launch`). Exit status: 0 when every job succeeded, 1 when some failed, 2 usage errors,
+130 / 143 / 129 after Ctrl-C / SIGTERM / SIGHUP (the results so far are on disk; the same command
+resumes). Importing this module is cheap (no torch).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from .. import cli_options as o
+from ..cli_common import fail, state
+from ..errors import InputError, VitcopError
+
+
+def batch_cmd(
+    ctx: typer.Context,
+    input: Path = typer.Argument(  # noqa: A002 - named for the usage line
+        ..., help="A folder (searched recursively for videos and images) or a JSONL questions file."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="JSONL file the results go to; run again with the same --out to resume."
+    ),
+    question: Optional[list[str]] = typer.Option(
+        None, "--question", "-q", metavar="TEXT",
+        help="With a folder: the question asked about every clip (repeat for several).",
+    ),
+    presets: o.Presets = "1_3",
+    methods: o.Methods = "vitcop",
+    model: o.Model = o.DEFAULT_MODEL,
+    fps: o.Fps = None,
+    frames: o.Frames = None,
+    max_frames: o.MaxFrames = 768,
+    max_pixels: o.MaxPixels = None,
+    min_pixels: o.MinPixels = None,
+    max_new_tokens: o.MaxNewTokens = 256,
+    temperature: o.Temperature = 0.0,
+    top_p: o.TopP = None,
+    seed: o.Seed = None,
+    system: o.System = None,
+    device: o.Device = "auto",
+    dtype: o.Dtype = "auto",
+    attn: o.Attn = "auto",
+    prefetch: bool = typer.Option(
+        True, "--prefetch/--no-prefetch", help="Decode and preprocess the next clip while the current one generates."
+    ),
+    skip_failed: bool = typer.Option(
+        False, "--skip-failed", metavar="", help="On resume, leave items that failed before alone (default: retry them)."
+    ),
+    nproc: Optional[int] = typer.Option(
+        None, "--nproc", metavar="N",
+        help="Run N ranks on this machine through torchrun (one per GPU). Several machines: see README.",
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", metavar="", help="Print the summary as one JSON object on stdout (no table)."
+    ),
+    offline: o.Offline = False,
+    debug: o.Debug = False,
+) -> None:
+    """Ask about every clip of a folder (--question) or every line of a JSONL file; one JSON line per result.
+
+    JSONL lines: {"video": path relative to the file, "question": ..., "id"?, "options"?: [...], "answer"?}.
+    With options, the model gets a multiple-choice prompt and its letter is scored against "answer".
+
+    Each result is synced to disk as soon as it is known (in <out>.part-N files, merged into --out at
+    the end). After a crash, Ctrl-C or kill, run the same command again: results already there are
+    skipped, failed ones are retried (unless --skip-failed). The preset none runs once per item.
+
+    Many GPUs: --nproc N, or torchrun --nproc-per-node N -m vitcop_cli batch ... (also multi-node).
+
+    Ends with a summary per method and preset. Exit status: 0 all answered, 1 some failed, 2 usage error,
+    130 / 143 / 129 interrupted by Ctrl-C / SIGTERM / SIGHUP.
+    """
+    state["debug"] = debug
+    dctx = lock = None
+    try:
+        import json
+
+        from .. import api, batch
+        from . import dist as batch_dist
+        from . import view as batch_view
+        from ..signals import Terminated, terminate_as_interrupt
+
+        if fps is not None and frames is not None:
+            raise InputError("--fps and --frames are mutually exclusive; give one of them")
+        if not input.exists():
+            raise InputError(f"input not found: {input}; give a folder or a JSONL questions file")
+        preset_list, method_list = presets.split(","), methods.split(",")
+        batch.check_run_options(
+            preset_list, method_list, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+            min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        )
+        if input.is_dir():
+            inputs = batch.read_folder(input, question or [])
+        else:
+            from ..video import is_media_file
+
+            if is_media_file(input):
+                raise InputError(
+                    f"{input} is a single clip; give a folder of clips or a JSONL questions file (or use `vitcop ask`)"
+                )
+            if question:
+                raise InputError("--question is for folders; a JSONL file carries a question on every line")
+            inputs = batch.read_jsonl(input)
+        batch.check_out_path(out, input)
+        if nproc is not None:
+            from . import launch
+
+            if nproc < 1:
+                raise InputError("--nproc must be at least 1")
+            if batch_dist.under_torchrun():
+                raise InputError("--nproc starts torchrun itself; under torchrun leave it out")
+            batch.OutLock(out).release()  # refuse now, before starting any rank, if another batch holds --out
+            raise typer.Exit(launch.launch(nproc, launch.worker_argv(ctx), debug=debug))
+        with terminate_as_interrupt():
+            dctx = batch_dist.from_env()
+            root = dctx is None or dctx.is_root
+
+            def take_lock():  # before the model loads: a refusal costs nothing
+                return batch.OutLock(out) if root else None
+
+            lock = take_lock() if dctx is None else dctx.agree("taking the --out lock", take_lock)
+            if dctx is not None:
+                import torch
+
+                if device in ("auto", "cuda") and torch.cuda.is_available():
+                    device = f"cuda:{dctx.local_rank}"
+                elif device == "cpu" or not torch.cuda.is_available():
+                    torch.set_num_threads(batch_dist.threads_per_rank(dctx.local_world))
+            api.quiet_library_logs(debug)
+            with batch_view.BatchConsole() as console:
+                if root:
+                    for note in inputs.notes:
+                        console.print(f"[yellow]note[/]: {escape(batch.printable(note))}", highlight=False,
+                                      soft_wrap=True)
+
+                def load():
+                    session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
+                    batch.check_presets_fit(session, batch.check_run_options(preset_list, method_list)[0])
+                    batch.check_lengths_fit(session, max_new_tokens)  # up front, before any job or --out
+                    return session
+
+                with console.status(f"loading {escape(model)} …", spinner="dots") if root else nullcontext():
+                    session = load() if dctx is None else dctx.agree("loading the model", load)
+                options = dict(
+                    presets=preset_list, methods=method_list, fps=fps, frames=frames, max_frames=max_frames,
+                    max_pixels=max_pixels, min_pixels=min_pixels, system=system, max_new_tokens=max_new_tokens,
+                    temperature=temperature, top_p=top_p, seed=seed, prefetch=prefetch, retry_failed=not skip_failed,
+                    dist=dctx, lock=lock,
+                )
+                try:
+                    if root:
+                        summary = batch_view.run_with_progress(console, session, inputs.items, out, debug=debug,
+                                                               **options)
+                    else:
+                        batch.run_batch(session, inputs.items, out, **options)
+                        raise typer.Exit(0)  # rank 0 reports the job and its status
+                except batch.BatchInterrupted as exc:
+                    code = exc.cause.exit_code if isinstance(exc.cause, Terminated) else 130
+                    if root:
+                        s = exc.summary
+                        n = s.ok + s.failed
+                        where = (f"to {escape(batch.printable(out))}" if dctx is None
+                                 else f"next to {escape(batch.printable(out))} (part files, merged by the next run)")
+                        why = exc.cause.signal_name if isinstance(exc.cause, Terminated) else "Ctrl-C"
+                        console.print(
+                            f"[bold red]interrupted[/] ({why}): {n} result{'s' if n != 1 else ''} written {where} "
+                            "this run; run the same command again to resume",
+                            highlight=False, soft_wrap=True,
+                        )
+                    raise typer.Exit(code)
+                if json_out:
+                    print(json.dumps(summary.to_dict(), indent=2))
+                else:
+                    batch_view.render_summary(summary, Console())
+                batch_view.render_notes(summary, console)
+        raise typer.Exit(summary.exit_code)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
+        if isinstance(exc, typer.Exit):
+            raise
+        if dctx is not None and not dctx.is_root:  # rank 0 reports what all ranks share
+            if getattr(exc, "reported_by_root", False):
+                raise typer.Exit(exc.exit_code) from None
+            if isinstance(exc, KeyboardInterrupt):
+                raise typer.Exit(getattr(exc, "exit_code", 130)) from None
+            if isinstance(exc, VitcopError):
+                exc = type(exc)(f"rank {dctx.rank} on {dctx.host}: {exc}")
+        fail(exc)
+    finally:
+        if lock is not None:
+            lock.release()
+        if dctx is not None:
+            dctx.close()
