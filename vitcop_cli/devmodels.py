@@ -295,23 +295,17 @@ def _build_qwen3_vl(size: str, moe: bool = False):
     into the first LLM layers (three of them, as released), interleaved M-RoPE, head_dim with q/k norms.
     ``moe``: Qwen3-VL-MoE (``qwen3_vl_moe``: the same model with 8 experts, 2 active, per MLP)."""
     import transformers
-    from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-    if moe:
-        Qwen3VLConfig, Qwen3VLForConditionalGeneration = (  # noqa: N806
-            transformers.Qwen3VLMoeConfig, transformers.Qwen3VLMoeForConditionalGeneration
-        )
+    config_class, model_class = (
+        (transformers.Qwen3VLMoeConfig, transformers.Qwen3VLMoeForConditionalGeneration) if moe
+        else (transformers.Qwen3VLConfig, transformers.Qwen3VLForConditionalGeneration)
+    )
     shape = LM_SHAPES[size]
     experts = dict(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=shape.intermediate // 2) if moe else {}
     tokenizer = _train_tokenizer(QWEN_SPECIALS)
     depth = VISION_DEPTH[size] + 2  # 3 DeepStack blocks before the last one
-    config = Qwen3VLConfig(
+    config = config_class(
         text_config=_text_config(
             shape,
             _vocab_size(tokenizer),
@@ -340,7 +334,7 @@ def _build_qwen3_vl(size: str, moe: bool = False):
         tie_word_embeddings=True,
         **_qwen_ids(tokenizer),
     )
-    model = Qwen3VLForConditionalGeneration(config)
+    model = model_class(config)
     pixels = {"shortest_edge": 64 * 64, "longest_edge": 32 * 32 * 256}
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=16, merge_size=2),
