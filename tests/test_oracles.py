@@ -182,7 +182,7 @@ def _reference_rope(session, inputs):
     return captured["rope"]
 
 
-@pytest.mark.parametrize("key", [(f, "sdpa") for f in FAMILIES], ids=lambda k: "-".join(k))
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: "-".join(k))
 def test_layers_see_original_positions_of_survivors(loaded, prepared, key):
     session, inputs = loaded[key], prepared[key].inputs
     full_cos, full_sin = _reference_rope(session, inputs)
@@ -208,7 +208,7 @@ def test_layers_see_original_positions_of_survivors(loaded, prepared, key):
     assert len(seen[ls][0][0]) < len(seen[0][0][0])
 
 
-@pytest.mark.parametrize("key", [(f, ATTNS[i % 2]) for i, f in enumerate(FAMILIES)], ids=lambda k: "-".join(k))
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: "-".join(k))
 def test_decode_positions_match_unpruned(loaded, prepared, key):
     session, inputs = loaded[key], prepared[key].inputs
     lm = session.adapter.language_model
