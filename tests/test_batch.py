@@ -8,6 +8,7 @@ use the tiny random checkpoints (``--frames 4 --max-new-tokens 2``) or, where ex
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import re
 import shutil
@@ -721,3 +722,110 @@ def test_cli_help_lists_the_options():
     for option in ("--out", "--question", "--presets", "--methods", "--no-prefetch", "--skip-failed", "--json",
                    "--frames", "--max-new-tokens", "--model", "--offline", "--debug"):
         assert option in text, option
+
+
+# ---------------------------------------------------------------------------------------------
+# Rank 0's wait for the other ranks' shares: a hung rank ends the job, progress keeps it waiting
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeDist:
+    """Rank 0 of a ``world``-rank job, the other ranks simulated: the store's counters are a dict;
+    ``others`` runs at every pause of rank 0's wait (with the fake time) and may move them."""
+
+    def __init__(self, world: int, timeout_s: float, others=lambda ctx, now: None):
+        self.rank, self.world, self.host, self.timeout_s = 0, world, "fakehost", timeout_s
+        self.is_root = True
+        self.counters: dict[str, int] = {}
+        self.others = others
+
+    def agree(self, step, fn):
+        return fn()
+
+    def add(self, name, n=1):
+        self.counters[name] = self.counters.get(name, 0) + n
+        return self.counters[name]
+
+    def count(self, name):
+        return self.counters.get(name, 0)
+
+    def post(self, payload):
+        raise AssertionError("rank 0 posts nothing")
+
+    def messages(self, seen):
+        return [], seen
+
+    def finish(self):
+        self.add("finished")
+
+    def finished(self):
+        return self.count("finished")
+
+
+@pytest.fixture
+def fake_time(monkeypatch):
+    """The wait's clock and pause, driven by hand: each pause (1 s polls) advances the clock, nothing waits."""
+    from vitcop_cli.batch import dist as dist_mod
+
+    state = SimpleNamespace(now=1000.0, sleeps=0, ctx=None)
+    monkeypatch.setattr(importlib.import_module("vitcop_cli.batch.runner"), "_POLL_S", 1.0)  # whole seconds
+
+    def sleep(s):
+        state.sleeps += 1
+        state.now += s
+        if state.ctx is not None:
+            state.ctx.others(state.ctx, state.now)
+
+    monkeypatch.setattr(dist_mod, "_clock", lambda: state.now)
+    monkeypatch.setattr(dist_mod, "_sleep", sleep)
+    return state
+
+
+def test_rank0_fails_when_no_rank_moves_for_the_timeout_and_keeps_the_parts(tmp_path, good_clips, fake_time):
+    from vitcop_cli.batch import merge as merging
+    from vitcop_cli.errors import RuntimeFailure
+
+    def others(ctx, now):  # rank 1 writes a job at t=1001 and t=1002, then hangs; rank 2 never finishes
+        if now in (1001.0, 1002.0):
+            ctx.add("done")
+
+    ctx = FakeDist(world=3, timeout_s=5.0, others=others)
+    fake_time.ctx = ctx
+    fake = FakeSession({})
+    out = tmp_path / "out.jsonl"
+    ticks = []
+    with pytest.raises(RuntimeFailure) as info:
+        run_batch(fake, items_from_folder(good_clips, ["Q"]), out, frames=FRAMES, prefetch=False, dist=ctx,
+                  on_progress=lambda p: ticks.append(p.kind))
+    msg = str(info.value)
+    assert info.value.exit_code == 1 and "\n" not in msg
+    assert "2 of 3 ranks have not finished" in msg and "no rank made progress for 5 s" in msg, msg
+    assert "stay in the part files next to" in msg and "resumes" in msg and "VITCOP_DIST_TIMEOUT" in msg
+    assert fake_time.now == 1007.0  # 5 s after the last progress (t=1002), not 5 s after the wait began
+    assert ticks.count("tick") == fake_time.sleeps == 7
+    # rank 0's share stays on disk for the next run, nothing merged
+    part = merging.part_path(out, 0)
+    assert fake.generated and len(lines_of(part)) == len(fake.generated) == ctx.count("done") - 2
+    assert not out.exists() or out.read_text() == ""
+    # the next run (one process) resumes: rank 0's results are not run again
+    again = FakeSession({})
+    s = run_batch(again, items_from_folder(good_clips, ["Q"]), out, frames=FRAMES, prefetch=False)
+    assert s.skipped == len(fake.generated) and s.ok == 3 - len(fake.generated)
+    assert len(lines_of(out)) == 3 and not part.exists()
+
+
+@pytest.mark.parametrize("counter", ["done", "finished"])
+def test_moving_counters_keep_rank0_waiting_past_the_timeout(tmp_path, good_clips, fake_time, counter):
+    def others(ctx, now):  # only `counter` moves, every 4 s (< the 5 s timeout), for 60 s; then all finish
+        if now >= 1060.0:
+            ctx.counters["finished"] = ctx.world
+        elif now % 4 == 0:
+            ctx.add(counter)
+
+    ctx = FakeDist(world=20 if counter == "finished" else 2, timeout_s=5.0, others=others)
+    fake_time.ctx = ctx
+    fake = FakeSession({})
+    out = tmp_path / "out.jsonl"
+    s = run_batch(fake, items_from_folder(good_clips, ["Q"]), out, frames=FRAMES, prefetch=False, dist=ctx)
+    assert fake_time.now == 1060.0 and fake_time.sleeps == 60
+    assert s.ok == len(fake.generated) and len(lines_of(out)) == len(fake.generated)

@@ -370,3 +370,153 @@ def test_the_plot_rings_points_by_the_ratio_warning_rule(achieved, target, ringe
 
     row = SimpleNamespace(method="vitcop", ratio_warning=None, layer_averaged_ratio=achieved, target_ratio=target)
     assert missed(row) is ringed
+
+
+# --------------------------------------------------------------------------------------------
+# README's tables for the batch results lines, the batch summary and profile --json (issue 10)
+# --------------------------------------------------------------------------------------------
+
+
+def _table(name: str) -> list[str]:
+    """Field names of README's ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->`` table, in order."""
+    assert README.count(f"<!-- {name}:start -->") == 1 and README.count(f"<!-- {name}:end -->") == 1, name
+    block = README.split(f"<!-- {name}:start -->")[1].split(f"<!-- {name}:end -->")[0]
+    fields = [m.group(1) for m in re.finditer(r"^\| `([^`]+)` \|", block, flags=re.M)]
+    assert fields and len(fields) == len(set(fields)), f"{name}: empty, or a field listed twice"
+    return fields
+
+
+def _paths(obj, prefix: str = ""):
+    """Dotted paths of every key of a ``to_dict()`` (lists of objects: their items' keys; ``versions`` is free-form)."""
+    for key, value in obj.items():
+        yield prefix + key
+        items = value if isinstance(value, list) else [value]
+        for v in items:
+            if isinstance(v, dict) and key != "versions":
+                yield from _paths(v, prefix + key + ".")
+
+
+def _dummy(cls):
+    """An instance of dataclass ``cls`` with every field filled (nested dataclasses, also optional ones and
+    lists of them, built too) -- so ``to_dict()`` shows every key a real one can hold, no model needed."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        args = typing.get_args(t)
+        nested = [a for a in (args or (t,)) if dataclasses.is_dataclass(a)]
+        origin = typing.get_origin(t)
+        if nested:
+            values[f.name] = [_dummy(nested[0])] if origin is list else _dummy(nested[0])
+        elif origin is list:
+            values[f.name] = []
+        elif origin is dict:
+            values[f.name] = {}
+        elif t in (int, float, bool, str):
+            values[f.name] = t()
+        else:
+            values[f.name] = None
+    return cls(**values)
+
+
+def _differ(real: set, documented: set):
+    return {"not in README": sorted(real - documented), "not in the output": sorted(documented - real)}
+
+
+def test_readme_documents_exactly_the_profile_json_fields():
+    """Add or rename a field of ProfileResult / ProfileRow / Spread and this fails until README's table says so."""
+    from vitcop_cli.profile.run import SCHEMA, ProfileResult
+
+    d = _dummy(ProfileResult).to_dict()
+    assert d["schema"] == SCHEMA == "vitcop.profile/1" and list(d)[0] == "schema"
+    assert d["rows"] and isinstance(d["rows"][0]["prefill_s"], dict)  # the nested objects were built
+    real, documented = set(_paths(d)), set(_table("profile-json-fields"))
+    assert real == documented, _differ(real, documented)
+
+
+@pytest.fixture(scope="module")
+def batch_run(tmp_path_factory):
+    """A real ``run_batch`` on a scripted session (no model): multiple-choice, open and failing items."""
+    from test_batch import FRAMES, FakeSession, _mc_file, lines_of
+    from vitcop_cli.batch import items_from_jsonl, run_batch
+
+    tmp = tmp_path_factory.mktemp("batch_fields")
+    out = tmp / "out.jsonl"
+    summary = run_batch(FakeSession({"Circle color?": "(A)"}), items_from_jsonl(_mc_file(tmp)), out,
+                        presets=["none", "1_9"], frames=FRAMES, prefetch=False)
+    return lines_of(out), summary
+
+
+def test_readme_documents_exactly_the_batch_line_fields(batch_run):
+    """A results line is ask's fields (README's ask table) plus the batch table's; a field added to or
+    dropped from the line without README changing fails here, and so does a README row with no field."""
+    lines, _ = batch_run
+    batch_doc, ask_doc = _table("batch-json-fields"), set(_table("ask-json-fields"))
+    documented = set(batch_doc) | ask_doc
+    ok = [r for r in lines if r["error"] is None]
+    failed = [r for r in lines if r["error"] is not None]
+    assert ok and failed, "the run has both kinds of line"
+    for rec in ok:
+        assert list(rec)[0] == "id" and rec["schema"] == "vitcop.batch/1"
+        real = set(_paths(rec))
+        assert real == documented, _differ(real, documented)
+    keys = {"id", "schema", "video", "question", "prompt", "options", "expected", "model", "preset", "method", "error"}
+    for rec in failed:  # the same keys; null but for the key and item fields (as README says)
+        assert set(rec) == set(ok[0]), _differ(set(rec), set(ok[0]))
+        assert all(v is None for k, v in rec.items() if k not in keys), rec
+    assert {p for p in batch_doc if "." in p} == set(), "the batch table lists top-level fields only"
+
+
+def test_readme_documents_exactly_the_batch_summary_fields(batch_run):
+    """``batch --json`` prints BatchSummary.to_dict(); README lists its fields, ``groups.*`` standing for
+    the group objects in ``groups`` and ``overall`` alike."""
+    _, summary = batch_run
+    d = summary.to_dict()
+    assert next(iter(d)) == "schema" and d["schema"] == "vitcop.batch-summary/1"
+    assert d["groups"] and isinstance(d["overall"], dict)
+    real = {"groups." + p[len("overall."):] if p.startswith("overall.") else p for p in _paths(d)}
+    assert set(_paths(d["overall"])) == set(_paths(d["groups"][0]))
+    documented = set(_table("batch-summary-json-fields"))
+    assert real == documented, _differ(real, documented)
+
+
+def test_the_field_table_guards_bite(monkeypatch, batch_run):
+    """Each guard above fails on a field in the output but not in README, and on a README row with no field."""
+    import copy
+    import dataclasses
+    from types import SimpleNamespace
+
+    import test_cli_consistency as me
+    from vitcop_cli.profile import run as prof
+
+    # profile: README loses a row / gains one; the code gains a field (in a row, annotated as usual)
+    for readme in (README.replace("| `rows.ttft_speedup` |", "| ttft_speedup |"),
+                   README.replace("<!-- profile-json-fields:end -->", "| `rows.x_s` | s | x |\n<!-- profile-json-fields:end -->")):
+        with monkeypatch.context() as m:
+            m.setattr(me, "README", readme)
+            with pytest.raises(AssertionError):
+                me.test_readme_documents_exactly_the_profile_json_fields()
+    row = dataclasses.make_dataclass("ProfileRow", [("x_s", "float | None", dataclasses.field(default=None))],
+                                     bases=(prof.ProfileRow,))
+    row.__module__ = prof.__name__
+    with monkeypatch.context() as m:
+        m.setattr(prof, "ProfileRow", row)  # ProfileResult.rows is list["ProfileRow"], resolved in that module
+        with pytest.raises(AssertionError):
+            me.test_readme_documents_exactly_the_profile_json_fields()
+    # batch lines: a key added to every line; a key dropped from the successful ones
+    lines, summary = batch_run
+    for change in (lambda r: r.update(extra=1), lambda r: r.pop("prompt") if r["error"] is None else None):
+        changed = copy.deepcopy(lines)
+        for r in changed:
+            change(r)
+        with pytest.raises(AssertionError):
+            me.test_readme_documents_exactly_the_batch_line_fields((changed, summary))
+    # batch summary: a key the table lacks, at the top or in the groups
+    for change in (lambda d: d.update(extra_top=1), lambda d: d["overall"].update(extra=1)):
+        d = summary.to_dict()
+        change(d)
+        with pytest.raises(AssertionError):
+            me.test_readme_documents_exactly_the_batch_summary_fields((None, SimpleNamespace(to_dict=lambda d=d: d)))

@@ -20,6 +20,12 @@ Contract:
   :meth:`post` / :meth:`messages` (rank 0 prints other ranks' failure lines), :meth:`finish` /
   :meth:`finished` (rank 0 waits for every rank's share before merging; a rank killed meanwhile
   makes torchrun stop the whole group).
+- :func:`wait_for_ranks` is that wait: it returns once every rank has called :meth:`finish`, and
+  raises :class:`RuntimeFailure` (exit 1) when neither the ``done`` counter (jobs written, all ranks)
+  nor the ``finished`` count has changed for ``timeout_s`` seconds (a rank alive but hung, which
+  torchrun does not stop); any rank's progress restarts that clock. The message names how many
+  ranks have not finished and for how long nothing moved, and says the part files written so far
+  stay for the next run to resume from.
 - :func:`threads_per_rank`: CPU cores available / ranks on this node (at least 1).
 """
 
@@ -28,15 +34,20 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
 from ..errors import InputError, RuntimeFailure, VitcopError
 
-__all__ = ["DistContext", "from_env", "threads_per_rank", "under_torchrun"]
+__all__ = ["DistContext", "from_env", "threads_per_rank", "under_torchrun", "wait_for_ranks"]
 
 DEFAULT_TIMEOUT_S = 1800.0
+
+# the clock and the pause of wait_for_ranks, module attributes so tests can drive time without waiting
+_clock = time.monotonic
+_sleep = time.sleep
 
 
 def under_torchrun() -> bool:
@@ -144,6 +155,34 @@ class DistContext:
                 dist.destroy_process_group()
             except Exception:  # noqa: BLE001 - best effort at exit
                 pass
+
+
+def wait_for_ranks(ctx: DistContext, tick: Callable[[], None], *, poll_s: float, where: str) -> None:
+    """Rank 0's wait for every rank's :meth:`~DistContext.finish`, calling ``tick()`` every ``poll_s`` seconds.
+
+    Raises :class:`RuntimeFailure` once the shared progress (``done`` count, ``finished`` count) has
+    not changed for ``ctx.timeout_s`` seconds; ``where`` names the output whose part files stay.
+    """
+    last, since = None, _clock()
+    while True:
+        finished = ctx.finished()
+        if finished >= ctx.world:
+            return
+        state = (ctx.count("done"), finished)
+        now = _clock()
+        if state != last:
+            last, since = state, now
+        elif now - since >= ctx.timeout_s:
+            missing = ctx.world - finished
+            raise RuntimeFailure(
+                f"rank {ctx.rank} on {ctx.host}: {missing} of {ctx.world} ranks "
+                f"{'has' if missing == 1 else 'have'} not finished and no rank made progress for "
+                f"{now - since:.0f} s ({state[0]} job{'s' if state[0] != 1 else ''} done in all): a rank is hung; "
+                f"the results already written stay in the part files next to {where} and the next run resumes "
+                "from them; set VITCOP_DIST_TIMEOUT to wait longer"
+            )
+        tick()
+        _sleep(poll_s)
 
 
 def _shared(exc: VitcopError) -> VitcopError:

@@ -19,6 +19,9 @@ Contract (the package docstring gives the whole picture):
   file before the next job starts, so a crash or kill loses at most the job in flight; rank 0
   waits for every rank, merges the parts into ``--out`` and returns the summary. Under torchrun the
   steps are agreed between ranks (:class:`.dist.DistContext`); other ranks return their own counts.
+  Rank 0's wait has its own timeout (:func:`.dist.wait_for_ranks`): when no rank has written a job
+  or finished for ``VITCOP_DIST_TIMEOUT`` seconds (a rank alive but hung), it raises
+  :class:`RuntimeFailure`; the part files stay and the next run resumes from them.
 - Resume. Keys with a successful line are skipped; failed keys are retried by default (the new
   line replaces the error line at the merge); ``retry_failed=False`` (``--skip-failed``) leaves
   them alone. Generation options (frames, tokens, temperature, ...) are not part of the key: use
@@ -50,6 +53,7 @@ from ..errors import InputError, VitcopError
 from ..options import check_run_options
 from ..result import AskResult
 from . import merge as merging
+from .dist import wait_for_ranks
 from .inputs import (
     MC_INSTRUCTION,
     BatchItem,
@@ -423,9 +427,8 @@ def run_batch(
                 ctx.finish()
                 if not root:
                     return summary(False)
-                while ctx.finished() < world:  # the other ranks' shares; torchrun stops us all if one dies
-                    tracker.emit("tick")
-                    time.sleep(_POLL_S)
+                # the other ranks' shares: torchrun stops us all if one dies; a hung one trips the timeout
+                wait_for_ranks(ctx, lambda: tracker.emit("tick"), poll_s=_POLL_S, where=printable(out))
             merged = merging.merge(out)
             tracker.emit("tick")
             return summary(False, merged)

@@ -11,7 +11,8 @@ Contract:
 - :class:`GroupSummary` is one (method, preset): this run's counts plus :class:`ResultStats`
   over all its results, earlier runs' included. :class:`BatchSummary` is the whole run;
   :attr:`BatchSummary.exit_code` is 0 when every job of the input has a successful result and
-  the run was not interrupted, else 1.
+  the run was not interrupted, else 1. :meth:`BatchSummary.to_dict` (``batch --json``) starts with
+  ``"schema": "vitcop.batch-summary/1"`` (:data:`SCHEMA`) and ends with ``exit_code``.
 
 Plain data and arithmetic: reads no file and does not import :mod:`vitcop_cli.batch`.
 """
@@ -24,8 +25,10 @@ from typing import Iterable
 
 from .store import _Row, _row
 
-__all__ = ["BatchSummary", "GroupSummary", "ResultStats", "aggregate"]
+__all__ = ["SCHEMA", "BatchSummary", "GroupSummary", "ResultStats", "aggregate"]
 
+
+SCHEMA = "vitcop.batch-summary/1"  # the "schema" of BatchSummary.to_dict() (batch --json)
 
 @dataclass
 class ResultStats:
@@ -124,6 +127,7 @@ class BatchSummary:
         return 0 if done == self.jobs and not self.interrupted else 1
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """What ``batch --json`` prints: ``{"schema": SCHEMA, ...the fields..., "exit_code": ...}``."""
+        d = {"schema": SCHEMA, **asdict(self)}
         d["exit_code"] = self.exit_code
         return d
