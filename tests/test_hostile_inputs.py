@@ -433,3 +433,55 @@ def test_device_mps_without_mps(tiny_models):
     import torch
 
     assert resolve_dtype("auto", torch.device("mps")) == torch.float16
+
+
+# --------------------------------------------------------------------------------------------
+# batch: a prompt too long for the model is that item's error line, and the batch goes on
+# --------------------------------------------------------------------------------------------
+
+
+def test_batch_prompt_longer_than_the_positions_is_an_error_line_per_item(short_context_model, tmp_path):
+    """Two clips with an over-long question fail as two error lines (the prompt-length message); the
+    short question after them still runs: the batch is not aborted, and exits 1 (some failed)."""
+    long_question = "what is this? " * 300
+    q = tmp_path / "q.jsonl"
+    q.write_text("".join(json.dumps(line) + "\n" for line in (
+        {"id": "long-shapes", "video": str(CLIP), "question": long_question},
+        {"id": "long-bounce", "video": str(CLIP.with_name("bounce.mp4")), "question": long_question},
+        {"id": "short", "video": str(CLIP), "question": "what is this?"},
+    )))
+    out = tmp_path / "out.jsonl"
+    result = invoke("batch", q, "-o", out, "-m", short_context_model, "--offline", "--frames", FRAMES,
+                    "-p", "none", "--max-new-tokens", "4", "--json")
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "Traceback" not in result.output
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["failed"]) == (1, 2), summary
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records) == ["long-bounce", "long-shapes", "short"]
+    for rid in ("long-shapes", "long-bounce"):
+        error = records[rid]["error"]
+        assert error and "\n" not in error, error
+        assert "the prompt is" in error and "exceeds the model's 512 positions" in error, error
+        assert "--max-new-tokens 4" in error and records[rid]["answer"] is None
+    assert records["short"]["error"] is None and isinstance(records["short"]["answer"], str)
+    stderr = ANSI.sub("", result.stderr)
+    assert stderr.count("exceeds the model's 512 positions") == 2, stderr  # one progress line per failed job
+
+
+# --------------------------------------------------------------------------------------------
+# ask --frames N with an odd N: the documented rounding, said on stderr and in --json warnings
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("asked, used", [(1, 2), (5, 4), (7, 8)])  # README: 1->2, 3->4, 5->4, 7->8
+def test_ask_odd_frame_counts_warn_on_stderr_and_in_json(tiny_models, asked, used):
+    result = invoke("ask", CLIP, QUESTION, "--model", tiny_models["qwen2_vl"], "--offline", "--frames", asked,
+                    "--max-new-tokens", "1", "--json")
+    assert result.exit_code == 0, (result.output, result.exception)
+    data = json.loads(result.stdout)
+    assert data["visual"]["frames"] == used
+    expected = (f"--frames {asked}: using {used} frames; "
+                "frame counts are rounded to an even number (frames are paired into temporal patches)")
+    assert expected in data["warnings"], data["warnings"]
+    assert f"warning: {expected}" in ANSI.sub("", result.stderr).splitlines(), result.stderr
