@@ -18,7 +18,7 @@ import pytest
 
 from test_api import CLIP, FRAMES
 from test_cli import ANSI, assert_one_line_failure, invoke, subprocess_env
-from vitcop_cli import api, batch, model_ref
+from vitcop_cli import api, model_ref, options
 from vitcop_cli.batch.inputs import MAX_LINE_BYTES
 from vitcop_cli.errors import InputError
 
@@ -81,7 +81,7 @@ def captured_presets(monkeypatch):
         seen.append(list(presets))
         raise InputError("captured")
 
-    monkeypatch.setattr(batch, "check_run_options", check)
+    monkeypatch.setattr(options, "check_run_options", check)  # batch's CLI checks through vitcop_cli.options
     monkeypatch.setattr(api, "load", lambda *a, **k: pytest.fail("api.load must not be called"))
     monkeypatch.setattr(model_ref, "declared_config",
                         lambda model, offline=False: ({"model_type": "qwen2_vl"}, offline))

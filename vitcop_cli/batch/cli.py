@@ -86,22 +86,25 @@ def batch_cmd(
     try:
         import json
 
-        from .. import api, batch
+        from ..options import check_run_options
+        from ..signals import Terminated, terminate_as_interrupt
         from . import dist as batch_dist
         from . import view as batch_view
-        from ..signals import Terminated, terminate_as_interrupt
+        from .inputs import printable, read_folder, read_jsonl
+        from .lock import OutLock
+        from .store import check_out_path
 
         if fps is not None and frames is not None:
             raise InputError("--fps and --frames are mutually exclusive; give one of them")
         if not input.exists():
             raise InputError(f"input not found: {input}; give a folder or a JSONL questions file")
         preset_list, method_list = presets.split(","), methods.split(",")
-        batch.check_run_options(
+        check_run_options(  # before torch is imported: bad options and inputs fail in a second
             preset_list, method_list, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
             min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
         )
         if input.is_dir():
-            inputs = batch.read_folder(input, question or [])
+            inputs = read_folder(input, question or [])
         else:
             from ..video import is_media_file
 
@@ -111,8 +114,8 @@ def batch_cmd(
                 )
             if question:
                 raise InputError("--question is for folders; a JSONL file carries a question on every line")
-            inputs = batch.read_jsonl(input)
-        batch.check_out_path(out, input)
+            inputs = read_jsonl(input)
+        check_out_path(out, input)
         if nproc is not None:
             from . import launch
 
@@ -120,14 +123,14 @@ def batch_cmd(
                 raise InputError("--nproc must be at least 1")
             if batch_dist.under_torchrun():
                 raise InputError("--nproc starts torchrun itself; under torchrun leave it out")
-            batch.OutLock(out).release()  # refuse now, before starting any rank, if another batch holds --out
+            OutLock(out).release()  # refuse now, before starting any rank, if another batch holds --out
             raise typer.Exit(launch.launch(nproc, launch.worker_argv(ctx), debug=debug))
         with terminate_as_interrupt():
             dctx = batch_dist.from_env()
             root = dctx is None or dctx.is_root
 
             def take_lock():  # before the model loads: a refusal costs nothing
-                return batch.OutLock(out) if root else None
+                return OutLock(out) if root else None
 
             lock = take_lock() if dctx is None else dctx.agree("taking the --out lock", take_lock)
             if dctx is not None:
@@ -137,11 +140,13 @@ def batch_cmd(
                     device = f"cuda:{dctx.local_rank}"
                 elif device == "cpu" or not torch.cuda.is_available():
                     torch.set_num_threads(batch_dist.threads_per_rank(dctx.local_world))
+            from .. import api, batch  # torch from here on
+
             api.quiet_library_logs(debug)
             with batch_view.BatchConsole() as console:
                 if root:
                     for note in inputs.notes:
-                        console.print(f"[yellow]note[/]: {escape(batch.printable(note))}", highlight=False,
+                        console.print(f"[yellow]note[/]: {escape(printable(note))}", highlight=False,
                                       soft_wrap=True)
 
                 def load():
@@ -170,8 +175,8 @@ def batch_cmd(
                     if root:
                         s = exc.summary
                         n = s.ok + s.failed
-                        where = (f"to {escape(batch.printable(out))}" if dctx is None
-                                 else f"next to {escape(batch.printable(out))} (part files, merged by the next run)")
+                        where = (f"to {escape(printable(out))}" if dctx is None
+                                 else f"next to {escape(printable(out))} (part files, merged by the next run)")
                         why = exc.cause.signal_name if isinstance(exc.cause, Terminated) else "Ctrl-C"
                         console.print(
                             f"[bold red]interrupted[/] ({why}): {n} result{'s' if n != 1 else ''} written {where} "
