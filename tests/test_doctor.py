@@ -55,3 +55,17 @@ def test_a_self_test_that_raises_is_a_fail_line_not_a_crash(monkeypatch):
 def test_doctor_refuses_an_unknown_family():
     result = CliRunner().invoke(app, ["doctor", "--family", "gpt2"])
     assert result.exit_code == 2 and "unknown model family 'gpt2'" in result.output
+
+
+def test_the_self_tests_decode_no_file(monkeypatch):
+    """doctor must work from a wheel install, which has no samples/: its input is synthetic, so every
+    check passes with file decoding made impossible."""
+    from vitcop_cli import video
+
+    def no_files(*_a, **_k):
+        raise AssertionError("doctor decoded a file")
+
+    monkeypatch.setattr(video, "load_visual", no_files)
+    monkeypatch.setattr(video, "check_path", no_files)
+    report = doctor.run("cpu", families=("qwen2_vl",))
+    assert report.checks and all(c.passed for c in report.checks), [(c.name, c.detail) for c in report.checks]

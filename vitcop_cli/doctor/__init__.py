@@ -5,6 +5,6 @@ The parts: :mod:`.checks` (the environment and the self-tests, :class:`DoctorRep
 re-exported here. Importing this package is cheap (no torch).
 """
 
-from .checks import FAMILIES, SAMPLE_CLIP, Check, DoctorReport, environment, inspect, run
+from .checks import FAMILIES, Check, DoctorReport, environment, inspect, run
 
-__all__ = ["FAMILIES", "SAMPLE_CLIP", "Check", "DoctorReport", "environment", "inspect", "run"]
+__all__ = ["FAMILIES", "Check", "DoctorReport", "environment", "inspect", "run"]

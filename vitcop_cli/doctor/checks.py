@@ -4,7 +4,8 @@ Contract. :func:`run` returns a :class:`DoctorReport`: the versions of vitcop, P
 torchvision, transformers and decord; the devices (CUDA / bf16 / MPS availability, flash-attn
 importable); whether transformers is inside the tested range (``pruning.compat.TESTED_RANGE``); and one
 :class:`Check` per (family, attention implementation, self-test) on a tiny random-weight model of every
-supported family built in a temporary folder (no network):
+supported family built in a temporary folder, on a synthetic clip (no network, no file from the source
+tree, so it works from a wheel install too):
 
 - ``identity``: preset ``none`` gives bit-identical last-token logits and greedy tokens to the
   unmodified model;
@@ -30,7 +31,8 @@ from pathlib import Path
 
 from ..devmodels import FAMILIES
 
-SAMPLE_CLIP = Path(__file__).resolve().parents[2] / "samples" / "shapes.mp4"  # the source tree's samples/
+#: the self-tests' input: a synthetic 4-frame clip (no file, so doctor works from any install)
+CLIP_FRAMES, CLIP_SIZE = 4, (224, 160)
 
 
 @dataclass
@@ -124,9 +126,9 @@ def _tiny_model(family: str, base: Path) -> Path:
 
 
 def _self_tests(session, family: str, attn: str):
-    from ..video import load_visual
+    from ..synthetic import synthetic_clip
 
-    prepared = session.prepare(load_visual(SAMPLE_CLIP, frames=4), "What happens in the video?")
+    prepared = session.prepare(synthetic_clip(CLIP_FRAMES, *CLIP_SIZE), "What happens in the video?")
     for name, test in (("identity", _identity), ("drop==mask", _drop_equals_mask),
                        ("kv-cache", _kv_cache), ("runtime-check", _runtime_check)):
         started = time.perf_counter()
