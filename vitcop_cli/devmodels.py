@@ -246,6 +246,22 @@ def _mrope_sections(shape: LMShape) -> list[int]:
     return [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
 
 
+def _qwen_vision_config(size: str, depth: int, shape: LMShape, *, patch_size: int, **family) -> dict:
+    """The vision-config fields Qwen2.5-VL and Qwen3-VL share (width by ``size``, 2x2 merge, 2-frame temporal
+    patches, output width = the LLM's), plus the family's own ``family`` fields."""
+    return dict(
+        depth=depth,
+        hidden_size=VISION_WIDTH[size],
+        intermediate_size=2 * VISION_WIDTH[size],
+        num_heads=2 if size == "tiny" else 4,
+        out_hidden_size=shape.hidden,
+        patch_size=patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        **family,
+    )
+
+
 def _qwen_ids(tokenizer) -> dict:
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
     return dict(
@@ -271,18 +287,8 @@ def _build_qwen2_5_vl(size: str):
             tokenizer,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": _mrope_sections(shape)},
         ),
-        vision_config=dict(
-            depth=depth,
-            hidden_size=VISION_WIDTH[size],
-            intermediate_size=2 * VISION_WIDTH[size],
-            num_heads=2 if size == "tiny" else 4,
-            out_hidden_size=shape.hidden,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[depth - 1],
-            tokens_per_second=2,
+        vision_config=_qwen_vision_config(
+            size, depth, shape, patch_size=14, window_size=112, fullatt_block_indexes=[depth - 1], tokens_per_second=2,
         ),
         tie_word_embeddings=True,
         **_qwen_ids(tokenizer),
@@ -319,16 +325,8 @@ def _build_qwen3_vl(size: str, moe: bool = False):
             },
             **experts,
         ),
-        vision_config=dict(
-            depth=depth,
-            hidden_size=VISION_WIDTH[size],
-            intermediate_size=2 * VISION_WIDTH[size],
-            num_heads=2 if size == "tiny" else 4,
-            out_hidden_size=shape.hidden,
-            patch_size=16,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            num_position_embeddings=64 if size == "tiny" else 256,
+        vision_config=_qwen_vision_config(
+            size, depth, shape, patch_size=16, num_position_embeddings=64 if size == "tiny" else 256,
             deepstack_visual_indexes=list(range(depth - 4, depth - 1)),
         ),
         tie_word_embeddings=True,
