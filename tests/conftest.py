@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,14 @@ def clip() -> Path:
 @pytest.fixture(scope="session")
 def image() -> Path:
     return SAMPLES / "scene.png"
+
+
+@pytest.fixture
+def good_clips(tmp_path) -> Path:
+    """A folder of three good media files: two clips (a.mp4, c.mp4) and an image (b.png)."""
+    root = tmp_path / "good"
+    root.mkdir()
+    shutil.copy(SAMPLES / "shapes.mp4", root / "a.mp4")
+    shutil.copy(SAMPLES / "scene.png", root / "b.png")
+    shutil.copy(SAMPLES / "bounce.mp4", root / "c.mp4")
+    return root

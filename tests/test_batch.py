@@ -79,16 +79,6 @@ def clips(tmp_path) -> Path:
     return root
 
 
-@pytest.fixture
-def good_clips(tmp_path) -> Path:
-    root = tmp_path / "good"
-    root.mkdir()
-    shutil.copy(SAMPLES / "shapes.mp4", root / "a.mp4")
-    shutil.copy(SAMPLES / "scene.png", root / "b.png")
-    shutil.copy(SAMPLES / "bounce.mp4", root / "c.mp4")
-    return root
-
-
 # ---------------------------------------------------------------------------------------------
 # Multiple choice
 # ---------------------------------------------------------------------------------------------

@@ -48,16 +48,6 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args], env={"NO_COLOR": "1", "COLUMNS": "200"})
 
 
-@pytest.fixture
-def good_clips(tmp_path) -> Path:
-    root = tmp_path / "good"
-    root.mkdir()
-    shutil.copy(SAMPLES / "shapes.mp4", root / "a.mp4")
-    shutil.copy(SAMPLES / "scene.png", root / "b.png")
-    shutil.copy(SAMPLES / "bounce.mp4", root / "c.mp4")
-    return root
-
-
 def keys_of(recs) -> list:
     return [record_key(r) for r in recs]
 
