@@ -37,13 +37,14 @@ def vitcop_report(job: Job, outcome: Outcome) -> dict:
     return report
 
 
+def _envelope(job: Job, model: str, obj: str) -> dict:
+    """The fields every response object and stream chunk of one request shares."""
+    return {"id": job.id, "object": obj, "created": job.created, "model": model, "system_fingerprint": None}
+
+
 def completion(job: Job, model: str, outcome: Outcome) -> dict:
     return {
-        "id": job.id,
-        "object": "chat.completion",
-        "created": job.created,
-        "model": model,
-        "system_fingerprint": None,
+        **_envelope(job, model, "chat.completion"),
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": outcome.answer, "refusal": None},
@@ -58,11 +59,7 @@ def completion(job: Job, model: str, outcome: Outcome) -> dict:
 def chunk(job: Job, model: str, delta: dict, *, finish_reason: str | None = None,
           include_usage: bool = False, **extra) -> dict:
     body = {
-        "id": job.id,
-        "object": "chat.completion.chunk",
-        "created": job.created,
-        "model": model,
-        "system_fingerprint": None,
+        **_envelope(job, model, "chat.completion.chunk"),
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
     if include_usage:
@@ -72,15 +69,7 @@ def chunk(job: Job, model: str, delta: dict, *, finish_reason: str | None = None
 
 
 def usage_chunk(job: Job, model: str, outcome: Outcome) -> dict:
-    return {
-        "id": job.id,
-        "object": "chat.completion.chunk",
-        "created": job.created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [],
-        "usage": usage(outcome),
-    }
+    return {**_envelope(job, model, "chat.completion.chunk"), "choices": [], "usage": usage(outcome)}
 
 
 def sse(body: dict | str) -> str:
