@@ -40,6 +40,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "Visual",
+    "image_visual",
     "is_media_file",
     "load_visual",
     "sample_indices",
@@ -281,6 +282,11 @@ def _load_image(path: str) -> Visual:
             f"cannot read image {path}: {one_line(str(exc)) or type(exc).__name__}; "
             "check that it opens in an image viewer, or save it again as PNG/JPEG"
         ) from None
+    return image_visual(image, path)
+
+
+def image_visual(image, path: str) -> Visual:
+    """The :class:`Visual` of an RGB ``PIL.Image`` already in memory (one frame at t = 0)."""
     width, height = image.size
     return Visual(
         kind="image",

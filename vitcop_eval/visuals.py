@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from vitcop_cli.errors import InputError
-from vitcop_cli.video import Visual, load_visual
+from vitcop_cli.video import Visual, image_visual, load_visual
 
 __all__ = ["to_visual"]
 
@@ -39,20 +39,7 @@ def to_visual(raw, *, fps: float | None, frames: int | None, max_frames: int) ->
             return load_visual(item, frames=frames, max_frames=max_frames)
         return load_visual(item, fps=2.0 if fps is None else fps, max_frames=max_frames)
     if _is_pil_image(item):
-        image = item.convert("RGB")
-        return Visual(
-            kind="image",
-            path=getattr(item, "filename", "") or "<in-memory image>",
-            frames=image,
-            timestamps=[0.0],
-            indices=[0],
-            source_fps=None,
-            total_frames=1,
-            duration_s=None,
-            width=image.width,
-            height=image.height,
-            sampling_fps=None,
-        )
+        return image_visual(item.convert("RGB"), getattr(item, "filename", "") or "<in-memory image>")
     raise InputError(
         f"the task gives a visual of type {type(item).__name__}; the vitcop model takes a video/image file path "
         "or a PIL image"
