@@ -310,6 +310,9 @@ class FakeSession:
         self.generated: list[tuple[str, str, str]] = []
         self.prepare_threads: set[str] = set()
 
+    def check_lengths(self, max_new_tokens, prompt_tokens=0):
+        """A scripted model has no position limit."""
+
     def prepare(self, visual, question, *, system=None, max_pixels=None, min_pixels=None):
         self.prepare_threads.add(threading.current_thread().name)
         return SimpleNamespace(visual=visual, question=question, preprocess_s=0.01, warnings=[])

@@ -152,7 +152,7 @@ def batch_cmd(
                 def load():
                     session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
                     batch.check_presets_fit(session, batch.check_run_options(preset_list, method_list)[0])
-                    batch.check_lengths_fit(session, max_new_tokens)  # up front, before any job or --out
+                    session.check_lengths(max_new_tokens)  # up front, before any job or --out
                     return session
 
                 with console.status(f"loading {escape(model)} …", spinner="dots") if root else nullcontext():

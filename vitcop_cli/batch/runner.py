@@ -12,7 +12,7 @@ Contract (the package docstring gives the whole picture):
   failed job has ``error`` set to a one-line message and every other result field ``null``,
   except the key fields.
 - Steps. Check the options, the presets' layers and ``max_new_tokens`` against the model
-  (:func:`check_presets_fit`, :func:`check_lengths_fit`: an :class:`InputError` before anything is
+  (:func:`check_presets_fit`, ``session.check_lengths``: an :class:`InputError` before anything is
   written). Take the ``--out`` lock (rank 0, unless the caller holds it: :mod:`.lock`); rank 0
   merges what earlier runs left (:func:`.merge.merge`); every rank plans the same pending jobs from
   ``--out`` and runs its share (:func:`.plan.shares`), appending each line, fsync'd, to its part
@@ -85,7 +85,6 @@ __all__ = [
     "OutLock",
     "ResultStats",
     "aggregate",
-    "check_lengths_fit",
     "check_out_path",
     "check_presets_fit",
     "check_run_options",
@@ -201,15 +200,6 @@ def check_presets_fit(session, presets: Sequence) -> None:
             raise InputError(f"--preset {p.label} does not fit this model: {exc}") from None
 
 
-def check_lengths_fit(session, max_new_tokens: int) -> None:
-    """InputError (exit 2), once, when ``max_new_tokens`` alone exceeds ``session``'s maximum positions
-    (:meth:`vitcop_cli.api.Session.check_lengths`); a prompt too long for its item stays that item's
-    error line. A session without ``check_lengths`` (a scripted one) has nothing to check."""
-    check = getattr(session, "check_lengths", None)
-    if check is not None:
-        check(max_new_tokens)
-
-
 def _identity(name: str) -> str:
     from ..api import model_identity
 
@@ -310,7 +300,7 @@ def run_batch(
     )
     out = check_out_path(out_path)
     check_presets_fit(session, loaded)
-    check_lengths_fit(session, max_new_tokens)
+    session.check_lengths(max_new_tokens)  # max_new_tokens alone over the positions: once, up front
     model = _identity(session.name)
     jobs = combos(loaded, method_list)
     ctx = dist
