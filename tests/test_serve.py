@@ -88,9 +88,10 @@ def metric(snapshot: dict, name: str, **labels) -> float:
     return snapshot.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def launch(model: Path, log: Path, *args) -> tuple[subprocess.Popen, Path]:
-    """Start ``vitcop serve`` on a free port (``--port 0``); :func:`ready` waits for it."""
-    cmd = [sys.executable, "-m", "vitcop_cli.app", "serve", "--model", str(model), "--port", "0", "--offline",
+def launch(model: Path, log: Path, *args, entry: tuple[str, ...] = ("-m", "vitcop_cli.app")) -> tuple[subprocess.Popen, Path]:
+    """Start ``vitcop serve`` on a free port (``--port 0``); :func:`ready` waits for it. ``entry``: what
+    ``python`` runs instead of ``-m vitcop_cli.app`` (a test-only launcher script and its arguments)."""
+    cmd = [sys.executable, *entry, "serve", "--model", str(model), "--port", "0", "--offline",
            "--device", "cpu", "--log-level", "warning", *map(str, args)]
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "400", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("VITCOP_API_KEY", None)

@@ -290,6 +290,7 @@ def test_generate_stops_when_a_stopping_criterion_fires(sessions):
 
 # --------------------------------------------------------------------------------------------
 # remote media (with --allow-remote-media): a private download, size-capped, deleted after use
+# (the local targets are on 127.0.0.1, hence --allow-private-media-hosts; the guard: test_netguard.py)
 # --------------------------------------------------------------------------------------------
 
 
@@ -313,7 +314,7 @@ def http_samples():
 def test_remote_media_is_downloaded_privately_and_capped(http_samples, tmp_path):
     from vitcop_cli.serve.media import local_file
 
-    cfg = config(allow_remote_media=True)
+    cfg = config(allow_remote_media=True, allow_private_media_hosts=True)
     media = resolve_media(f"{http_samples}/shapes.mp4", cfg, tmp_path)
     path = local_file(media, cfg, tmp_path)
     assert path.read_bytes() == (SAMPLES / "shapes.mp4").read_bytes()
@@ -321,12 +322,32 @@ def test_remote_media_is_downloaded_privately_and_capped(http_samples, tmp_path)
     assert load_visual(path, frames=4).kind == "video"
     media.cleanup()
     assert list(tmp_path.iterdir()) == []
-    small = config(allow_remote_media=True, max_media_bytes=1000)
+    small = config(allow_remote_media=True, allow_private_media_hosts=True, max_media_bytes=1000)
     with pytest.raises(ApiError) as info:
         local_file(resolve_media(f"{http_samples}/shapes.mp4", small, tmp_path), small, tmp_path)
     assert info.value.status == 413
     with pytest.raises(InputError, match="404"):
         local_file(resolve_media(f"{http_samples}/missing.mp4", cfg, tmp_path), cfg, tmp_path)
+
+
+def test_remote_hosts_decidable_without_dns_are_refused_before_queuing(tmp_path, monkeypatch):
+    import socket
+
+    def no_dns(host, *args, flags=0, **kwargs):  # resolve_media runs on the request path: no DNS look-up
+        if not flags & socket.AI_NUMERICHOST:
+            raise AssertionError(f"DNS look-up of {host!r} before queuing")
+        return real(host, *args, flags=flags, **kwargs)
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    cfg = config(allow_remote_media=True)
+    with pytest.raises(ApiError) as info:
+        resolve_media("http://169.254.169.254/latest/meta-data/", cfg, tmp_path)
+    assert info.value.code == "media_host_refused" and "link-local" in info.value.message
+    listed = config(allow_remote_media=True, allowed_media_domains=("*.example",))
+    with pytest.raises(ApiError, match="--allowed-media-domains"):
+        resolve_media("https://example.org/x.mp4", listed, tmp_path)
+    assert resolve_media("https://cdn.example/x.mp4", listed, tmp_path).url == "https://cdn.example/x.mp4"
+    assert resolve_media("https://name.test/x.mp4", cfg, tmp_path).url  # a name: checked when the worker connects
 
 
 def test_a_remote_body_over_the_cap_without_content_length_is_413(tmp_path):
@@ -353,7 +374,7 @@ def test_a_remote_body_over_the_cap_without_content_length_is_413(tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4"
-        small = config(allow_remote_media=True, max_media_bytes=1000)
+        small = config(allow_remote_media=True, allow_private_media_hosts=True, max_media_bytes=1000)
         with pytest.raises(ApiError) as info:
             local_file(resolve_media(url, small, tmp_path), small, tmp_path)
         assert info.value.status == 413 and info.value.code == "media_too_large"
@@ -370,7 +391,7 @@ def test_the_413_is_decided_by_the_error_type_not_its_wording(monkeypatch, tmp_p
     import vitcop_cli.download as download
     from vitcop_cli.serve.media import local_file
 
-    cfg = config(allow_remote_media=True)
+    cfg = config(allow_remote_media=True, allow_private_media_hosts=True)
 
     def fails_with(exc):
         def fake_fetch(*args, **kwargs):
@@ -491,6 +512,10 @@ async def _terminal(job):
         (["--fps", "1", "--frames", "4"], "mutually exclusive"),
         (["--api-key", " "], "API key is empty"),
         (["--log-level", "loud"], "--log-level"),
+        (["--allow-remote-media", "--allowed-media-domains", "a.example,*"], "--allowed-media-domains: '*'"),
+        (["--allow-remote-media", "--allowed-media-domains", " , "], "--allowed-media-domains is empty"),
+        (["--allowed-media-domains", "a.example"], "add --allow-remote-media"),  # meaningless without it
+        (["--allow-private-media-hosts"], "add --allow-remote-media"),
         (["__taken__"], "cannot listen on 127.0.0.1"),
         # serve's own float options: nan / inf / negative are one line naming the option (not a
         # ValueError / OverflowError from converting MiB to bytes)

@@ -21,24 +21,36 @@ Contract:
   (413) tell it apart by type, not by message text. Redirects are followed only to
   ``http`` / ``https``.
 - ``progress=True`` shows a rich progress bar on stderr (size, speed, ETA), removed when done.
+- ``guard`` (a :class:`~vitcop_cli.netguard.MediaHostGuard`; ``vitcop serve`` passes one, the CLI does
+  not) checks the URL and every redirect hop and pins each connection to the checked address (see
+  :mod:`vitcop_cli.pinned_http`); a refusal raises its
+  :class:`~vitcop_cli.netguard.MediaHostRefused` (an ``InputError``) before anything is sent. With a
+  guard, messages carry nothing the remote sent: a status code with its standard phrase (not the
+  server's own reason text), and no response line, header or certificate contents.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http
 import http.client
 import mimetypes
 import os
 import re
 import secrets
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .netguard import MediaHostGuard
 
 __all__ = ["DEFAULT_MAX_BYTES", "DownloadTooLarge", "cache_path_for", "default_cache_dir", "fetch", "is_url"]
 
@@ -94,6 +106,7 @@ def fetch(
     max_bytes: int | None = None,
     timeout_s: float = 60.0,
     progress: bool = False,
+    guard: MediaHostGuard | None = None,
 ) -> Path:
     """Download ``url`` into the cache (once) and return the local file; InputError on failure."""
     if not is_url(url):
@@ -102,21 +115,29 @@ def fetch(
         urllib.parse.urlsplit(url).port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
         raise InputError(f"cannot download {shown(url)}: malformed URL ({exc})") from None
+    if guard is not None:
+        guard.check_url(url)
     folder = cache_path_for(url, cache_dir)
     cached = _cached_file(folder)
     if cached is not None:
         return cached
     deadline = time.monotonic() + timeout_s
-    opener = urllib.request.build_opener(_SafeRedirect())
+    if guard is None:
+        opener, why = urllib.request.build_opener(_SafeRedirect()), _reason
+    else:
+        from .pinned_http import guarded_opener
+
+        opener, why = guarded_opener(guard), _quiet_reason
     request = urllib.request.Request(url, headers={"User-Agent": "vitcop", "Accept-Encoding": "identity"})
     try:
         response = opener.open(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
-        raise InputError(f"cannot download {shown(url)}: HTTP {exc.code} {exc.reason}") from None
+        status = f"{exc.code} {exc.reason}" if guard is None else _standard_status(exc.code)
+        raise InputError(f"cannot download {shown(url)}: HTTP {status}") from None
     except urllib.error.URLError as exc:
-        raise InputError(f"cannot download {shown(url)}: {_reason(exc.reason, timeout_s)}") from None
+        raise InputError(f"cannot download {shown(url)}: {why(exc.reason, timeout_s)}") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise InputError(f"cannot download {shown(url)}: {_reason(exc, timeout_s)}") from None
+        raise InputError(f"cannot download {shown(url)}: {why(exc, timeout_s)}") from None
     with response:
         length = _content_length(response)
         if max_bytes is not None and length is not None and length > max_bytes:
@@ -132,7 +153,7 @@ def fetch(
         target = folder / name
         part = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.part"
         try:
-            _stream(response, part, url, length, max_bytes, timeout_s, deadline, progress)
+            _stream(response, part, url, length, max_bytes, timeout_s, deadline, progress, why)
             os.replace(part, target)
         except BaseException:
             part.unlink(missing_ok=True)
@@ -158,7 +179,7 @@ def _cached_file(folder: Path) -> Path | None:
     return files[0] if len(files) == 1 else None
 
 
-def _stream(response, part: Path, url: str, length, max_bytes, timeout_s, deadline, progress) -> None:
+def _stream(response, part: Path, url: str, length, max_bytes, timeout_s, deadline, progress, why) -> None:
     bar = _progress_bar(url, length) if progress else None
     received = 0
     try:
@@ -173,7 +194,7 @@ def _stream(response, part: Path, url: str, length, max_bytes, timeout_s, deadli
                 try:
                     chunk = response.read(_CHUNK)
                 except (OSError, http.client.HTTPException) as exc:
-                    raise InputError(f"cannot download {shown(url)}: {_reason(exc, timeout_s)}") from None
+                    raise InputError(f"cannot download {shown(url)}: {why(exc, timeout_s)}") from None
                 if not chunk:
                     break
                 received += len(chunk)
@@ -244,6 +265,26 @@ def _reason(exc, timeout_s: float) -> str:
         return exc.strerror
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:120]
+
+
+def _quiet_reason(exc, timeout_s: float) -> str:
+    """:func:`_reason` without anything the remote sent (a non-HTTP banner, certificate names)."""
+    if isinstance(exc, str):  # urllib's own words
+        return exc[:120]
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or type(exc).__name__})"
+    if isinstance(exc, http.client.HTTPException):
+        return f"the response is not valid HTTP ({type(exc).__name__})"
+    if isinstance(exc, (socket.timeout, TimeoutError, socket.gaierror)) or (isinstance(exc, OSError) and exc.strerror):
+        return _reason(exc, timeout_s)
+    return type(exc).__name__
+
+
+def _standard_status(code: int) -> str:
+    try:
+        return f"{code} {http.HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
 
 
 def _size(n: int) -> str:

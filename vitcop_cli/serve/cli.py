@@ -50,7 +50,17 @@ def serve_cmd(
     ),
     allow_remote_media: bool = typer.Option(
         False, "--allow-remote-media", metavar="",
-        help="Allow http(s):// media URLs (downloaded with size and time limits; trusted clients only).",
+        help="Allow http(s):// media URLs (downloaded with size and time limits; public addresses only by default).",
+    ),
+    allowed_media_domains: Optional[list[str]] = typer.Option(
+        None, "--allowed-media-domains", metavar="HOSTS",
+        help="With --allow-remote-media: fetch only from these hosts (comma list, repeatable; "
+        "'*.example.com' = any host under example.com). Default: any public host.",
+    ),
+    allow_private_media_hosts: bool = typer.Option(
+        False, "--allow-private-media-hosts", metavar="",
+        help="With --allow-remote-media: also fetch from loopback / private / link-local addresses "
+        "(trusted LAN only: clients can then reach services inside the server's network).",
     ),
     max_queue: int = typer.Option(16, "--max-queue", help="Requests that may wait; beyond that: 429 + Retry-After."),
     request_timeout: float = typer.Option(
@@ -101,10 +111,15 @@ def serve_cmd(
             ) from None
         if log_level not in _LOG_LEVELS:
             raise InputError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
+        from ..netguard import parse_domain_patterns
+        from .media import remote_policy
+
+        domains = parse_domain_patterns(allowed_media_domains) if allowed_media_domains is not None else ()
         config = ServeConfig(
             model=model, host=host, port=port, preset=preset, method=method, api_key=api_key,
             allowed_media_roots=tuple(r.expanduser().resolve() for r in allowed_media_root or ()),
-            allow_remote_media=allow_remote_media, max_queue=max_queue, request_timeout_s=request_timeout,
+            allow_remote_media=allow_remote_media, allowed_media_domains=domains,
+            allow_private_media_hosts=allow_private_media_hosts, max_queue=max_queue, request_timeout_s=request_timeout,
             fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
             max_new_tokens=max_new_tokens, max_body_bytes=_mib_to_bytes("--max-body-mb", max_body_mb),
             max_media_bytes=_mib_to_bytes("--max-media-mb", max_media_mb),
@@ -122,9 +137,12 @@ def serve_cmd(
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         err.print(
             f"serving {escape(model)} on http://{shown}:{bound[1]}/v1 "
-            f"({'API key required' if api_key else 'no API key'}; Ctrl-C to stop)",
+            f"({'API key required' if api_key else 'no API key'}; {escape(remote_policy(config))}; Ctrl-C to stop)",
             highlight=False, soft_wrap=True,
         )
+        if getattr(session, "demo_model", False):
+            err.print(f"note: {escape(model)} is a random-weight demo model: its answers are meaningless text",
+                      highlight=False, soft_wrap=True)
         serve(session, config, sock, log_level=log_level)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
         if isinstance(exc, typer.Exit):

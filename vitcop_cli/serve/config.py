@@ -28,6 +28,8 @@ class ServeConfig:
     api_key: str | None = None  # when set, /v1/* needs "Authorization: Bearer <key>"
     allowed_media_roots: tuple[Path, ...] = ()  # local paths / file:// URLs only inside these
     allow_remote_media: bool = False  # http(s) media URLs
+    allowed_media_domains: tuple[str, ...] = ()  # with remote media: only these hosts (netguard patterns)
+    allow_private_media_hosts: bool = False  # with remote media: loopback / private / ... targets too
     max_queue: int = 16  # requests waiting (the one generating not counted); more get 429
     request_timeout_s: float = 600.0  # admission to last byte; past it: 504 and the generation stops
     fps: float | None = None  # default frame sampling (None and frames None: 2.0 fps)
@@ -56,6 +58,9 @@ class ServeConfig:
             raise InputError("--max-media-mb must be positive")
         if self.api_key is not None and not self.api_key.strip():
             raise InputError("the API key is empty; give a non-empty --api-key or VITCOP_API_KEY, or none")
+        if (self.allowed_media_domains or self.allow_private_media_hosts) and not self.allow_remote_media:
+            given = "--allowed-media-domains" if self.allowed_media_domains else "--allow-private-media-hosts"
+            raise InputError(f"{given} applies to remote media only; add --allow-remote-media (or drop {given})")
         for root in self.allowed_media_roots:
             if not root.is_absolute() or not root.is_dir():
                 raise InputError(f"--allowed-media-root {root}: not an existing folder (give an absolute path)")

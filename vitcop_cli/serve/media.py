@@ -12,7 +12,13 @@ worker before decoding):
   refused too. The resolved path is what gets decoded. A file over ``max_media_bytes`` -> 413.
 - ``http://`` / ``https://``: refused (400) unless ``--allow-remote-media``; then downloaded by the
   worker with :func:`vitcop_cli.download.fetch` into a private folder deleted after decoding (size
-  cap ``max_media_bytes`` -> 413, time limit ``remote_timeout_s``, other failures 400).
+  cap ``max_media_bytes`` -> 413, time limit ``remote_timeout_s``, other failures 400), under the
+  server's :func:`media_guard` (:mod:`vitcop_cli.netguard`): only ``--allowed-media-domains`` hosts
+  when given, and only public addresses unless ``--allow-private-media-hosts``; each redirect hop is
+  checked again and each connection goes to the address that was checked. What can be decided
+  without DNS (scheme, domain list, a host that is an address literal) is refused here, before the
+  request is queued; the rest when the worker connects. Refusals are 400 with code
+  ``media_host_refused``, before any request reaches the host.
 - Anything else (a relative path, another scheme, a malformed data URL) -> 400.
 
 Errors are :class:`~vitcop_cli.serve.errors.ApiError` with one-line messages.
@@ -29,6 +35,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..netguard import MediaHostGuard, MediaHostRefused
 from .config import ServeConfig
 from .errors import ApiError, bad_request
 
@@ -78,6 +85,10 @@ def resolve_media(url: str, config: ServeConfig, tmp_dir: Path) -> Media:
                 "remote media URLs are disabled on this server (start it with --allow-remote-media); "
                 "send the media inline as a data: URL instead"
             )
+        try:
+            media_guard(config).check_url(url)
+        except MediaHostRefused as exc:
+            raise _refused(exc) from None
         return Media(source=url, url=url)
     if lower.startswith("file:"):
         parts = urllib.parse.urlsplit(url)
@@ -90,6 +101,24 @@ def resolve_media(url: str, config: ServeConfig, tmp_dir: Path) -> Media:
     if scheme and "/" not in scheme:
         raise bad_request(f"unsupported media URL scheme {scheme + ':'!r}; use data:, file://, an absolute path or http(s)://")
     raise bad_request(f"media path {url!r} is not absolute; give an absolute path, a file:// URL or a data: URL")
+
+
+def media_guard(config: ServeConfig) -> MediaHostGuard:
+    """The remote media policy of ``config`` (``--allowed-media-domains``, ``--allow-private-media-hosts``)."""
+    return MediaHostGuard(allowed_domains=config.allowed_media_domains, allow_private=config.allow_private_media_hosts)
+
+
+def remote_policy(config: ServeConfig) -> str:
+    """One phrase for the start-up line: where remote media may come from."""
+    if not config.allow_remote_media:
+        return "remote media off"
+    hosts = ", ".join(config.allowed_media_domains) if config.allowed_media_domains else "any host"
+    where = "private addresses included" if config.allow_private_media_hosts else "public addresses only"
+    return f"remote media from {hosts} ({where})"
+
+
+def _refused(exc: MediaHostRefused) -> ApiError:
+    return ApiError(400, str(exc), code="media_host_refused")
 
 
 def _local(given: str, path: str, config: ServeConfig) -> Media:
@@ -146,8 +175,10 @@ def local_file(media: Media, config: ServeConfig, tmp_dir: Path) -> Path:
 
     Downloads go to a fresh folder under ``tmp_dir`` (never the CLI's shared cache) that
     ``media.cleanup()`` deletes. A download over ``max_media_bytes``
-    (:class:`~vitcop_cli.download.DownloadTooLarge`) is a 413, any other download failure an
-    :class:`~vitcop_cli.errors.InputError` (a 400) with :func:`vitcop_cli.download.fetch`'s one-line message.
+    (:class:`~vitcop_cli.download.DownloadTooLarge`) is a 413, a host the :func:`media_guard` refuses
+    (a redirect hop, or a name resolving to a refused address) a 400 ``media_host_refused``, any other
+    download failure an :class:`~vitcop_cli.errors.InputError` (a 400) with
+    :func:`vitcop_cli.download.fetch`'s one-line message (nothing the remote sent).
     """
     if media.path is not None:
         return media.path
@@ -156,6 +187,8 @@ def local_file(media: Media, config: ServeConfig, tmp_dir: Path) -> Path:
     media.download_dir = Path(tempfile.mkdtemp(prefix="download-", dir=tmp_dir))
     try:
         return Path(fetch(media.url, cache_dir=media.download_dir, max_bytes=config.max_media_bytes,
-                          timeout_s=config.remote_timeout_s))
+                          timeout_s=config.remote_timeout_s, guard=media_guard(config)))
     except DownloadTooLarge as exc:  # by Content-Length or while streaming
         raise ApiError(413, str(exc), code="media_too_large") from None
+    except MediaHostRefused as exc:
+        raise _refused(exc) from None
