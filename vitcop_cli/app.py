@@ -1,6 +1,6 @@
 """``vitcop`` command line: parse, call the library (:mod:`vitcop_cli.api`), render. Nothing else.
 
-``ask``, ``presets``, ``methods`` and ``dev make-model`` live here; ``batch``, ``profile``, ``serve``
+``ask``, ``presets``, ``methods``, ``models`` and ``dev make-model`` live here; ``batch``, ``profile``, ``serve``
 and ``doctor`` live in their subpackages (``<package>/cli.py``) and are registered below. What they
 share (the stderr console, the one-line failure, the pre-load checks) is :mod:`vitcop_cli.cli_common`.
 
@@ -196,9 +196,47 @@ def methods_cmd() -> None:
     Console().print(table)
 
 
+@app.command("models")
+def models_cmd(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+) -> None:
+    """List the built-in demo models (--model tiny:<family>): random weights, built offline on first use.
+
+    Each is what `vitcop dev make-model FAMILY DIR --size SIZE` writes, cached under $VITCOP_CACHE/models
+    (else $HF_HOME/vitcop/models, else ~/.cache/vitcop/models). Their answers are meaningless text; the
+    frames, token counts, pruning and timings are real.
+    """
+    import json
+
+    from rich.table import Table
+
+    from .demo_models import cache_root, listing
+
+    rows = listing()
+    if json_out:
+        print(json.dumps({"schema": "vitcop.models/1", "cache": str(cache_root()), "models": rows}, indent=2))
+        return
+    table = Table(title="built-in demo models (random weights)", title_justify="left")
+    table.add_column("--model", style="bold", no_wrap=True)
+    table.add_column("LLM")
+    table.add_column("cached")
+    notes = {r["size"]: r["note"] for r in rows}
+    for r in rows:
+        table.add_row(r["name"], f"{r['layers']} layers", "yes" if r["cached"] else "no (built on first use)")
+    out = Console()
+    out.print(table)
+    for size, note in notes.items():
+        out.print(f"{size}: {note}", highlight=False)
+    out.print(f"cache: {escape(str(cache_root()))}", highlight=False, soft_wrap=True)
+    stale = sum(len(r["other_builds"]) for r in rows)
+    if stale:
+        out.print(f"{stale} build(s) for another vitcop / transformers release are also there (unused; "
+                  "safe to delete)", highlight=False)
+
+
 @dev_app.command("make-model")
 def make_model_cmd(
-    family: str = typer.Argument(..., help="qwen2_vl, llava_onevision, qwen2_5_vl, qwen3_vl or qwen3_vl_moe."),
+    family: str = typer.Argument(..., help="qwen2_vl, llava_onevision, qwen2_5_vl, qwen3_vl, qwen3_vl_moe, qwen3_5 or qwen3_5_moe."),
     out: Path = typer.Argument(..., help="Folder to write the checkpoint into."),
     size: str = typer.Option("tiny", "--size", help="tiny (tests) or bench (benchmarks)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights (0 to 2**63 - 1)."),

@@ -3,9 +3,9 @@ checks that run before a model loads (question text, local media, the model's ``
 
 Contract: :func:`fail` turns any exception at a command's boundary into one line on stderr (the
 traceback too with ``--debug``, recorded in :data:`state`) and a ``typer.Exit`` with the error's
-status: a :class:`~vitcop_cli.errors.VitcopError` its ``exit_code`` (2 input, 1 runtime), SIGTERM /
-SIGHUP 128 + the signal number, Ctrl-C 130, anything else 1. The other helpers raise
-:class:`~vitcop_cli.errors.InputError`. Importing this module is cheap (no torch).
+status: a :class:`~vitcop_cli.errors.VitcopError` its ``exit_code`` (2 input, 1 runtime or
+environment), SIGTERM / SIGHUP 128 + the signal number, Ctrl-C 130, anything else 1. The other
+helpers raise :class:`~vitcop_cli.errors.InputError`. Importing this module is cheap (no torch).
 """
 
 from __future__ import annotations
@@ -80,9 +80,13 @@ def check_local_media(arg: str) -> None:
 def check_model(model: str, offline: bool) -> bool:
     """The model's config.json alone, before torch is imported: a missing folder, an unsupported type,
     offline without a cached copy or no network fail here in about a second. Returns the offline
-    flag to load with (True when there is no network but the model is cached)."""
-    from . import model_ref
+    flag to load with (True when there is no network but the model is cached). A built-in demo
+    model (``tiny:<family>``) is checked by name only (an unknown family fails here); it is built, if
+    need be, when it loads."""
+    from . import demo_models, model_ref
 
+    if demo_models.parse(model) is not None:
+        return True
     declared, offline = model_ref.declared_config(model, offline=offline)
     model_ref.check_model_type(model, declared)
     return offline

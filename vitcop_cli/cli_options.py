@@ -17,7 +17,12 @@ import typer
 from .defaults import DEFAULT_MODEL
 
 Model = Annotated[
-    str, typer.Option("--model", "-m", envvar="VITCOP_MODEL", help="Hugging Face id or local folder.")
+    str,
+    typer.Option(
+        "--model", "-m", envvar="VITCOP_MODEL",
+        help="Hugging Face id, local folder, or a built-in random-weight demo model such as tiny:qwen2_vl "
+        "(see `vitcop models`).",
+    ),
 ]
 Preset = Annotated[
     str,

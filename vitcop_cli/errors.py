@@ -1,7 +1,8 @@
 """Expected failures, each with a one-line user-facing message (what is wrong + what to do).
 
-The CLI maps them to exit statuses: :class:`InputError` -> 2 (usage / input), :class:`RuntimeFailure`
-and any other :class:`VitcopError` -> 1. Anything else is a bug and shows a traceback only with --debug.
+The CLI maps them to exit statuses: :class:`InputError` -> 2 (usage / input), :class:`RuntimeFailure`,
+:class:`EnvironmentProblem` and any other :class:`VitcopError` -> 1. Anything else is a bug and shows
+a traceback only with --debug.
 """
 
 
@@ -19,5 +20,13 @@ class InputError(VitcopError):
 
 class RuntimeFailure(VitcopError):
     """A runtime failure (model could not run, out of memory, ...): exit status 1."""
+
+    exit_code = 1
+
+
+class EnvironmentProblem(VitcopError):
+    """The Python environment is broken (a dependency cannot be imported or initialised), not the model
+    or the input: exit status 1. Built by :mod:`vitcop_cli.environment`, its message names the package
+    and its installed version and points at ``vitcop doctor``."""
 
     exit_code = 1

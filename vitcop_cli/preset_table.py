@@ -4,8 +4,9 @@ Contract:
 
 - :func:`model_depth` ``(model, *, offline) -> int``: the LLM depth (decoder layers) of ``model``.
   ``None`` means the default model, whose depth is known (:data:`vitcop_cli.catalog.KNOWN_DEPTHS`,
-  28 for Qwen2-VL-2B-Instruct) so nothing is read. Otherwise the checkpoint's ``config.json`` is
-  read alone (:mod:`vitcop_cli.model_ref`: fast one-line failures, model_type checked first, so an
+  28 for Qwen2-VL-2B-Instruct) so nothing is read; so is a built-in demo model's (``tiny:<family>``,
+  :mod:`vitcop_cli.demo_models`), which is not built for this. Otherwise the checkpoint's
+  ``config.json`` is read alone (:mod:`vitcop_cli.model_ref`: fast one-line failures, model_type checked first, so an
   unsupported type says so) and the depth taken from ``text_config.num_hidden_layers`` or
   ``num_hidden_layers``; only a config that leaves it implicit is handed to transformers'
   ``AutoConfig`` (``trust_remote_code=False``).
@@ -48,6 +49,11 @@ def model_depth(model: str | None, *, offline: bool = False) -> int:
         model = DEFAULT_MODEL
     if model in KNOWN_DEPTHS:
         return KNOWN_DEPTHS[model]
+    from .demo_models import parse
+
+    demo = parse(model)
+    if demo is not None:  # a built-in demo model: its depth is known without building it
+        return demo.n_layers
     from .model_ref import check_model_type, declared_config, is_path_like
 
     declared, offline = declared_config(model, offline=offline)

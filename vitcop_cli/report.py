@@ -57,7 +57,9 @@ def render(result: "AskResult", console: Console) -> None:
     """A two-column table of everything ``ask`` measured."""
     r, v, t, m = result, result.visual, result.timings, result.memory
     method = "" if r.method == "vitcop" else f" · method {r.method}"
-    table = Table(title=f"vitcop · {escape(r.model)} · preset {escape(r.preset)}{method}", show_header=False, title_justify="left")
+    demo = " (random-weight demo model)" if r.demo_model else ""
+    table = Table(title=f"vitcop · {escape(r.model)}{demo} · preset {escape(r.preset)}{method}", show_header=False,
+                  title_justify="left")
     table.add_column(style="bold cyan", no_wrap=True)
     table.add_column()
     if v.kind == "video":

@@ -77,6 +77,7 @@ class AskResult:
     warnings: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     seed: int | None = None  # torch seed set before generating (None: not seeded)
+    demo_model: bool = False  # a built-in random-weight demo model (tiny:<family>): the answer is meaningless
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, **asdict(self)}

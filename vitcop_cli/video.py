@@ -314,7 +314,10 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
     if os.path.getsize(path) == 0:
         raise InputError(f"video file {path} is empty (0 bytes); check the file or copy it again")
 
-    import decord
+    from .environment import importing
+
+    with importing("decord"):  # a broken decord is the environment's problem, not the file's
+        import decord
 
     open_exc: BaseException | None = None
     with NativeStderr() as err:

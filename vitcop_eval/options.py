@@ -119,7 +119,9 @@ def parse_model_args(**kwargs) -> ModelArgs:
             f"known: {', '.join(sorted(known - {'max_batch_size'}))}"
         )
     if not kwargs.get("pretrained"):
-        raise InputError("model_args needs pretrained=<Hugging Face id or local checkpoint folder>")
+        raise InputError(
+            "model_args needs pretrained=<Hugging Face id, local checkpoint folder or demo model such as tiny:qwen2_vl>"
+        )
     kwargs.pop("max_batch_size", None)
     values: dict = {}
     for key, value in kwargs.items():

@@ -16,6 +16,18 @@ def render_environment(report: DoctorReport, out: Console) -> None:
     out.print(f"transformers {v['transformers']} is {where} the tested range {report.tested_range}")
     gpus = ", ".join(d["cuda_devices"]) or "none"
     out.print(f"CUDA: {gpus}; bf16 {_yn(d['bf16'])}; MPS {_yn(d['mps'])}; flash-attn {_yn(d['flash_attn'])}")
+    for problem in report.problems:
+        out.print(f"[bold red]FAIL[/] environment: {escape(problem)}", highlight=False, overflow="fold")
+    render_demo_models(report, out)
+
+
+def render_demo_models(report: DoctorReport, out: Console) -> None:
+    """One line: the demo model names (``--model NAME``), the cached ones marked."""
+    if not report.demo_models:
+        return
+    names = ", ".join(d["name"] + ("*" if d["cached"] else "") for d in report.demo_models)
+    out.print(f"demo models (--model NAME, random weights; * cached; `vitcop models`): {names}",
+              highlight=False, overflow="fold")
 
 
 def render_check(check: Check, out: Console) -> None:
@@ -29,7 +41,8 @@ def render_verdict(report: DoctorReport, out: Console) -> None:
     if report.passed:
         out.print(f"[green]all {len(report.checks)} checks passed[/]")
     else:
-        why = [f"{failed} check(s) failed"] if failed else []
+        why = [f"{len(report.problems)} package(s) do not import; no self-test ran"] if report.problems else []
+        why += [f"{failed} check(s) failed"] if failed else []
         if not report.transformers_in_tested_range:
             why.append(f"install transformers in {report.tested_range}")
         out.print(f"[bold red]not OK:[/] {'; '.join(why)}")

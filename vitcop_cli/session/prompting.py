@@ -1,0 +1,123 @@
+"""Prompt building: one (visual, question) or a whole conversation -> the processor's inputs, and the
+prompt-length check.
+
+Contract: :class:`PromptingMixin` gives ``Session`` its :meth:`~PromptingMixin.prepare`,
+:meth:`~PromptingMixin.prepare_chat` and :meth:`~PromptingMixin.check_lengths`. Text is rendered
+through the checkpoint's own chat template and processor (its frame sampling turned off: frames are
+sampled by :mod:`vitcop_cli.video`); the tensors land on the session's device (floating ones in its
+dtype). Raw text is bounded (:func:`vitcop_cli.options.check_text`) before any tokenizer sees it.
+Preprocessing is CPU work and never waits on the GPU (batch prepares the next clip in a thread).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import InputError
+from ..options import check_frame_options, check_text
+from ..video import Visual
+
+__all__ = ["Prepared", "PromptingMixin"]
+
+
+@dataclass
+class Prepared:
+    """Processor outputs for one (visual, question), on the session's device, plus bookkeeping."""
+
+    inputs: dict
+    visual: Visual
+    question: str
+    preprocess_s: float
+    warnings: list[str]
+
+
+class PromptingMixin:
+    """``Session``'s prompt side; needs ``processor``, ``adapter``, ``device``, ``dtype``, ``max_positions``."""
+
+    def check_lengths(self, max_new_tokens: int, prompt_tokens: int = 0) -> None:
+        """InputError when ``prompt_tokens + max_new_tokens`` exceeds the model's maximum positions."""
+        limit = self.max_positions
+        if limit is None or prompt_tokens + max_new_tokens <= limit:
+            return
+        if prompt_tokens == 0 or max_new_tokens >= limit:
+            raise InputError(
+                f"--max-new-tokens {max_new_tokens:,} does not fit the model's {limit:,} positions "
+                f"(prompt included); give at most {max(limit - max(prompt_tokens, 1), 1):,}"
+            )
+        raise InputError(
+            f"the prompt is {prompt_tokens:,} tokens (visual tokens included); with --max-new-tokens "
+            f"{max_new_tokens:,} that exceeds the model's {limit:,} positions; shorten the question, use fewer "
+            "frames or a lower --max-pixels, or lower --max-new-tokens"
+        )
+
+    def prepare(
+        self,
+        visual: Visual,
+        question: str,
+        *,
+        system: str | None = None,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+    ) -> Prepared:
+        """One question about one visual (with an optional system prompt): :meth:`prepare_chat` on
+        ``[system?, user: [visual, question]]``."""
+        check_text(question)  # bound the raw text before the tokenizer sees it
+        check_text(system, "the system prompt")
+        messages = []
+        if system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        messages.append(
+            {"role": "user", "content": [{"type": visual.kind}, {"type": "text", "text": question}]}
+        )
+        return self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels)
+
+    def prepare_chat(
+        self,
+        visual: Visual,
+        messages: list[dict],
+        *,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+    ) -> Prepared:
+        """Like :meth:`prepare`, for a whole conversation about one visual (the server's multi-turn chat).
+
+        ``messages``: Hugging Face chat format, ``[{"role": "system" | "user" | "assistant", "content":
+        [{"type": "text", "text": ...} | {"type": "image" | "video"}, ...]}, ...]``, ending with a user
+        turn; exactly one visual part in all, of ``visual.kind``, in a user turn. Rendered through the
+        checkpoint's own chat template, so ``[system?, user: [visual, text]]`` gives exactly the inputs
+        :meth:`prepare` gives. ``Prepared.question`` is the text of the last user turn.
+        """
+        check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
+        started = time.perf_counter()  # CPU work: never wait on the GPU here (batch prepares in a thread)
+        for m in messages:
+            for part in m.get("content", []):
+                if part.get("type") == "text":
+                    check_text(part.get("text"), "a message")  # bound raw text before tokenising
+        if not messages or messages[-1].get("role") != "user":
+            raise InputError("the conversation must end with a user message")
+        placed = [
+            (m.get("role"), part.get("type"))
+            for m in messages
+            for part in m.get("content", [])
+            if part.get("type") in ("image", "video")
+        ]
+        if placed != [("user", visual.kind)]:
+            raise InputError(f"the conversation must hold exactly one {visual.kind}, in a user message")
+        question = " ".join(
+            part["text"] for part in messages[-1]["content"] if part.get("type") == "text" and part.get("text")
+        )
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        extra, warnings = self.adapter.processor_kwargs(
+            self.processor, visual.kind, max_pixels=max_pixels, min_pixels=min_pixels, visual=visual
+        )
+        media = {"videos": [visual.frames]} if visual.kind == "video" else {"images": [visual.frames]}
+        batch = self.processor(text=[text], return_tensors="pt", **media, **extra)
+        inputs = {
+            k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+            for k, v in batch.items()
+            if isinstance(v, torch.Tensor)
+        }
+        return Prepared(inputs, visual, question, time.perf_counter() - started, warnings)

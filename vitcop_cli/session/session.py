@@ -1,0 +1,125 @@
+"""``Session``: a loaded model + processor; ask it as many questions as you like.
+
+Contract: built by :func:`vitcop_cli.session.loading.load` (or directly, around any supported
+model, as ``benchmarks/gpu_suite.py`` does). Its prompt side is :mod:`.prompting`, its generation
+side :mod:`.generation`; this module holds what the model is (type, dtype, depth, positions), the
+preset check against its depth, and :meth:`Session.ask` = decode + prepare + generate, with every
+option checked before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from pruning.presets import Preset, PresetError
+
+from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
+from ..errors import InputError
+from ..options import check_frame_options, check_generation_options, check_text
+from ..result import AskResult
+from ..runtime import Clock, MemoryMeter
+from ..video import load_visual
+from .choices import as_preset, check_method
+from .generation import GenerationMixin
+from .prompting import PromptingMixin
+
+__all__ = ["Session"]
+
+
+class Session(PromptingMixin, GenerationMixin):
+    """A loaded model + processor; ask it as many questions as you like.
+
+    ``demo_model``: the model is a built-in random-weight demo model (:mod:`vitcop_cli.demo_models`);
+    its results say so."""
+
+    def __init__(self, *, name, model, processor, adapter, device, attn_implementation, load_s=None,
+                 demo_model=False):
+        self.name = name
+        self.model = model
+        self.processor = processor
+        self.adapter = adapter
+        self.device = device
+        self.attn_implementation = attn_implementation
+        self.load_s = load_s
+        self.demo_model = demo_model
+        self._clock = Clock(device)
+        self._memory = MemoryMeter(device)
+
+    @property
+    def model_type(self) -> str:
+        return self.model.config.model_type
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def n_layers(self) -> int:
+        """Decoder layers of the LLM."""
+        return int(self.model.config.get_text_config().num_hidden_layers)
+
+    @property
+    def max_positions(self) -> int | None:
+        """The LLM's maximum positions (``max_position_embeddings``): prompt + answer must fit."""
+        n = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
+    def check_preset(self, preset: str | Preset) -> Preset:
+        """The preset, loaded and checked against this model's depth: InputError (one line) when its
+        layers do not fit, before any clip is decoded."""
+        preset = as_preset(preset)
+        if not preset.is_identity:
+            try:
+                preset.resolve_layers(self.n_layers)
+            except PresetError as exc:
+                raise InputError(f"{exc}; model {self.name}") from None
+        return preset
+
+    def ask(
+        self,
+        video: str | Path,
+        question: str,
+        *,
+        preset: str | Preset = DEFAULT_PRESET,
+        method: str = DEFAULT_METHOD,
+        fps: float | None = None,
+        frames: int | None = None,
+        max_frames: int = 768,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+        system: str | None = None,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        on_text: Callable[[str], None] | None = None,
+        seed: int | None = None,
+    ) -> AskResult:
+        """Answer ``question`` about ``video`` (a clip or an image file)."""
+        preset = self.check_preset(preset)  # fail on a bad preset / method / length before decoding anything
+        check_method(method)
+        check_frame_options(fps=fps, frames=frames, max_frames=max_frames)
+        check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        check_text(question)
+        check_text(system, "the system prompt")
+        self.check_lengths(max_new_tokens)
+        if not question.strip():
+            raise InputError("the question is empty")
+        started = time.perf_counter()
+        visual = load_visual(video, fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames)
+        decode_s = time.perf_counter() - started
+        prepared = self.prepare(visual, question, system=system, max_pixels=max_pixels, min_pixels=min_pixels)
+        return self.generate(
+            prepared,
+            preset=preset,
+            method=method,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            on_text=on_text,
+            video_decode_s=decode_s,
+            seed=seed,
+        )
