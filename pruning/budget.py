@@ -27,10 +27,12 @@ Choices where the spec is silent:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
 
 __all__ = [
     "FLOOR_EPS",
+    "snap_cut_layer",
     "keep_count",
     "stage_budgets",
     "scaled_deep_layer",
@@ -102,6 +104,21 @@ def scaled_deep_layer(n_layers: int, deep_layer: int | None = None, *,
             f"= {shallow_layer + 2} so that 0 < shallow_layer < deep_layer < n_layers")
     ld = round(Fraction(_REF_DEEP * n_layers, _REF_LAYERS))
     return min(n_layers - 1, max(shallow_layer + 1, ld))
+
+
+def snap_cut_layer(layer: int, has_keys: Sequence[bool], lo: int, hi: int) -> int | None:
+    """The cut layer nearest to ``layer`` within ``[lo, hi]`` whose *previous* layer has keys.
+
+    A key-norm cut at layer l reads the keys of layer l-1, so on a hybrid model (linear-attention
+    layers have no keys) l-1 must be a softmax-attention layer. has_keys: one bool per decoder layer.
+    Ties go to the shallower layer (the earlier cut, which keeps the deeper stretch's budget). Returns
+    ``layer`` itself when it already fits, None when no layer in ``[lo, hi]`` does.
+    Example (keys at 3, 7, 11 of 12 layers): 2 -> 4; 8 -> 8; 6 -> 4 (tie with 8, shallower wins).
+    """
+    candidates = [c for c in range(max(lo, 1), min(hi, len(has_keys) - 1) + 1) if has_keys[c - 1]]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda c: (abs(c - layer), c))
 
 
 def stage_budgets(n_visual: int, n_layers: int, ratio: float, vision_keep: float,

@@ -29,7 +29,9 @@ forward keywords ``input_ids``, ``inputs_embeds``, ``attention_mask``, ``positio
 keywords ``grid_thw``, ``cu_seqlens``,
 ``position_embeddings``, ``window_index`` / ``cu_window_seqlens`` and encoder attributes
 ``spatial_merge_size``, ``window_size``, ``patch_size``, ``blocks[-1].attn.{qkv,num_heads,scaling}``;
-``transformers.vision_utils.get_vision_window_index``; Qwen3-VL language-model keywords
+``transformers.vision_utils.get_vision_window_index``; hybrid models (Qwen3.5): ``config.layer_types``
+(``full_attention`` / ``linear_attention``), decoder-layer attribute ``linear_attn``, cache entries
+``cache.layers[i].conv_states[0]`` / ``.recurrent_states[0]``; Qwen3-VL language-model keywords
 ``visual_pos_masks`` / ``deepstack_visual_embeds``; ``transformers.video_utils.VideoMetadata``.
 LLaVA-OneVision (``adapters/llava_onevision.py``): ``model.model.vision_tower`` and its
 ``vision_model.encoder.layers[k].self_attn.{q_proj,k_proj,num_heads,scale}`` (SigLIP);
@@ -143,6 +145,17 @@ def with_layer_hidden(args: tuple, kwargs: dict, hidden) -> tuple[tuple, dict]:
         return (hidden, *args[1:]), kwargs
     kwargs[HIDDEN] = hidden
     return args, kwargs
+
+
+def cache_keyword(module) -> str:
+    """The keyword under which ``module.forward`` (a decoder layer) takes the KV cache in this release."""
+    import inspect
+
+    params = inspect.signature(module.forward).parameters
+    for name in CACHE_KWARGS:
+        if name in params:
+            return name
+    raise RuntimeError(f"{type(module).__name__}.forward takes no known cache keyword; {version_note()}")
 
 
 def layer_output_hidden(output):
@@ -267,6 +280,64 @@ def take_deepstack(kwargs: dict):
     kwargs[DEEPSTACK_EMBEDS] = None
     kwargs[VISUAL_POS_MASKS] = None
     return mask, embeds
+
+
+# ---- hybrid models (Qwen3.5): linear-attention layers beside softmax attention ---------------------
+#: ``config.layer_types`` values of decoder layers whose token mixer is softmax attention with a KV cache
+FULL_ATTENTION = "full_attention"
+#: ... and of layers with a recurrent linear-attention mixer (Gated DeltaNet): no keys, no per-token cache
+LINEAR_ATTENTION = "linear_attention"
+
+
+def layer_types(config) -> list[str]:
+    """Each decoder layer's type from the text config's ``layer_types`` (all ``full_attention`` when the
+    config has none, i.e. a dense model). An unknown type raises: the engine would not know how to cut it."""
+    cfg = config.get_text_config()
+    types = getattr(cfg, "layer_types", None) or [FULL_ATTENTION] * cfg.num_hidden_layers
+    unknown = sorted(set(types) - {FULL_ATTENTION, LINEAR_ATTENTION})
+    if unknown:
+        raise NotImplementedError(f"decoder layer types {unknown} are not supported by the pruning engine")
+    if len(types) != cfg.num_hidden_layers:
+        raise RuntimeError(f"config.layer_types has {len(types)} entries for {cfg.num_hidden_layers} layers")
+    return list(types)
+
+
+def linear_mixer(decoder_layer):
+    """The linear-attention token mixer of a hybrid decoder layer (Qwen3.5: ``linear_attn``)."""
+    mixer = getattr(decoder_layer, "linear_attn", None)
+    if mixer is None:
+        raise RuntimeError(f"a linear-attention decoder layer has no 'linear_attn' module; {version_note()}")
+    return mixer
+
+
+def mixer_hidden(args: tuple, kwargs: dict):
+    """The hidden states a token mixer (linear attention) was called with, (b, S, D)."""
+    return args[0] if args else kwargs[HIDDEN]
+
+
+def linear_state_shapes(cache, layer: int) -> tuple[tuple, tuple]:
+    """(conv state shape, recurrent state shape) a linear-attention layer left in ``cache`` after a forward:
+    (b, conv_dim, kernel) and (b, value heads, key dim, value dim) — fixed sizes, whatever the tokens."""
+    entry = cache.layers[layer]
+    conv, recurrent = entry.conv_states[0], entry.recurrent_states[0]
+    if conv is None or recurrent is None:
+        raise RuntimeError(f"linear-attention layer {layer} holds no conv / recurrent state after the prefill")
+    return tuple(conv.shape), tuple(recurrent.shape)
+
+
+def qwen3_5_text_rotary():
+    """Qwen3.5's ``apply_rotary_pos_emb(q, k, cos, sin)`` (partial: rotates the first ``cos.shape[-1]`` dims;
+    interleaved M-RoPE folded into cos / sin). qwen3_5_moe's modeling file has the same function."""
+    from transformers.models.qwen3_5.modeling_qwen3_5 import apply_rotary_pos_emb
+
+    return apply_rotary_pos_emb
+
+
+def qwen3_5_vision_rotary():
+    """Qwen3.5's vision ``apply_rotary_pos_emb_vision(q, k, cos, sin)``, q / k (n, H, d)."""
+    from transformers.models.qwen3_5.modeling_qwen3_5 import apply_rotary_pos_emb_vision
+
+    return apply_rotary_pos_emb_vision
 
 
 # ---- processor inputs ----------------------------------------------------------------------

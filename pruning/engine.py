@@ -81,6 +81,8 @@ class PrefillState:
     layer_cols: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> seq indices it cached
     layer_visual: dict[int, int] = field(default_factory=dict)  # layer -> visual tokens it processed
     layer_seen: set = field(default_factory=set)  # layers whose prefill hook ran
+    mixed: dict[int, int] = field(default_factory=dict)  # linear-attention layer -> tokens its mixer processed
+    written: dict = field(default_factory=dict)  # prune layer -> ((R,) seq indices, (R, D) values) it wrote
     stages: list[tuple[int, int]] = field(default_factory=list)  # (layer, visual tokens from there on);
     # layer 0 = after the entry cut, then one row per prune layer of the method (even if it kept all)
     gathered: dict | None = None  # rope / mask gathered for the current survivors
@@ -106,6 +108,9 @@ class PruningHandle:
         self.preset = preset
         self.adapter = adapter_for(model)
         self.shape = self.adapter.lm_shape()
+        #: the layer whose KV-cache length stands for the prompt's (transformers' own choice: the first
+        #: softmax-attention layer; layer 0 in a dense model)
+        self._ref_layer = next(i for i in range(self.shape.layers) if self.shape.has_keys(i))
         self.method = method_class(method)(preset, self.adapter, self.shape)
         self.last: PrefillState | None = None
         self._hooks: list = []
@@ -170,6 +175,10 @@ class PruningHandle:
         if ad.has_layer_additions:
             for layer in range(self.shape.layers):
                 self._hooks.append(ad.decoder_layers[layer].register_forward_hook(self._addition_hook(layer)))
+        for layer in range(self.shape.layers):
+            if not self.shape.has_keys(layer):
+                mixer = compat.linear_mixer(ad.decoder_layers[layer])
+                self._hooks.append(mixer.register_forward_pre_hook(self._mixer_counter(layer), with_kwargs=True))
         for layer in set(m.key_layers) | set(m.query_layers):  # after the gathering hooks above
             self._hooks.append(
                 ad.decoder_layers[layer].register_forward_pre_hook(self._rope_catcher(layer), with_kwargs=True)
@@ -184,7 +193,7 @@ class PruningHandle:
         input_ids = kwargs.get(compat.INPUT_IDS, args[0] if args else None)
         if not self.method.is_identity:
             self._refuse_unsupported(kwargs, input_ids)
-        if compat.cache_length(compat.find_cache(kwargs)) == 0:
+        if compat.cache_length(compat.find_cache(kwargs), self._ref_layer) == 0:
             self._input_ids = input_ids
             self._extras.update({k: kwargs[k] for k in EXTRA_INPUTS if kwargs.get(k) is not None})
 
@@ -212,8 +221,15 @@ class PruningHandle:
 
     def _observe(self, _module, _args, kwargs):
         """Identity presets: count the prunable visual tokens for the report; change nothing."""
-        if compat.cache_length(compat.find_cache(kwargs)) == 0 and self._input_ids is not None:
+        if compat.cache_length(compat.find_cache(kwargs), self._ref_layer) == 0 and self._input_ids is not None:
             self._n_observed = self.adapter.prunable_positions(self._input_ids, kwargs[compat.INPUTS_EMBEDS]).numel()
+
+    def _mixer_counter(self, layer: int):
+        """Record how many tokens a linear-attention mixer really processed in the prefill (run-time check)."""
+        def hook(_module, args, kwargs):
+            if self._in_prefill and self.last is not None:
+                self.last.mixed[layer] = compat.mixer_hidden(args, kwargs).shape[1]
+        return hook
 
     def _catcher(self, store: dict, layer: int):
         def hook(_module, _args, output):
@@ -229,7 +245,7 @@ class PruningHandle:
 
     def _on_lm_start(self, _module, args, kwargs):
         cache = compat.find_cache(kwargs)
-        past = compat.cache_length(cache)
+        past = compat.cache_length(cache, self._ref_layer)
         if isinstance(kwargs.get(compat.MASK), dict):
             raise UnsupportedGeneration("visual-token pruning does not support dict-valued attention masks")
         if cache is not None and not compat.is_dynamic_cache(cache):
@@ -279,13 +295,14 @@ class PruningHandle:
         )
 
     def _check_decode(self, past: int) -> None:
-        """A decode step must find layer 0's cache exactly as long as the engine left it."""
+        """A decode step must find the reference layer's cache exactly as long as the engine left it."""
         state = self.last
         if state is None:
             return
-        expected = state.cached(0).numel() + state.decoded
+        ref = self._ref_layer
+        expected = state.cached(ref).numel() + state.decoded
         if past != expected:
-            raise fail(f"a decode step found {past} cached tokens in layer 0, expected {expected}")
+            raise fail(f"a decode step found {past} cached tokens in layer {ref}, expected {expected}")
         state.decoded += 1
 
     def _on_lm_end(self, _module, _args, output):
@@ -294,11 +311,12 @@ class PruningHandle:
             if self._in_prefill and state is not None:
                 cache = compat.output_cache(output)
                 check_prefill(
-                    state, self.method.prune_layers, self.method.planned_stages(), self.shape.layers, cache,
+                    state, self.method.prune_layers, self.method.planned_stages(), self.shape, cache,
                     expect_cache=self._expect_cache,
                 )
                 state.cache_lengths = [
-                    compat.cache_length(cache, layer) if cache is not None else state.cached(layer).numel()
+                    compat.cache_length(cache, layer) if cache is not None and self.shape.has_keys(layer)
+                    else state.mixed.get(layer, state.cached(layer).numel())
                     for layer in range(self.shape.layers)
                 ]
                 state.left_cache = cache is not None
@@ -387,11 +405,13 @@ class PruningHandle:
                     choice = self.method.at_layer(layer, ctx)
                     if choice is not None:
                         hidden = self._shrink(state, hidden, choice)
+                        if choice.values is not None:  # merged tokens: (seq index, value) for reports / oracles
+                            state.written[layer] = (state.cur[state.visual_idx], choice.values)
                     state.stages.append((layer, state.n_visual_cur))
                 if state.gathered is None or state.gathered["len"] != state.cur.numel():
-                    state.gathered = self._gather_inputs(state, kwargs, layer)
+                    state.gathered = self._gather_rope(state, kwargs, layer)
                 kwargs[compat.ROPE] = state.gathered["rope"]
-                kwargs[compat.MASK] = state.gathered["mask"]
+                kwargs[compat.MASK] = self._gathered_mask(state, kwargs.get(compat.MASK))
                 state.layer_cols[layer] = state.cur
                 state.layer_visual[layer] = state.n_visual_cur
                 return compat.with_layer_hidden(args, kwargs, hidden)
@@ -437,17 +457,28 @@ class PruningHandle:
         return new_hidden
 
     @staticmethod
-    def _gather_inputs(state: PrefillState, kwargs, layer: int) -> dict:
+    def _gather_rope(state: PrefillState, kwargs, layer: int) -> dict:
+        """Rotary embeddings gathered to the current survivors (shared by every layer until the next cut);
+        masks are gathered per source mask (a hybrid model gives its layer types different masks)."""
         cur = state.cur
         cos, sin = compat.layer_rope(kwargs, layer)
         rope = (cos.index_select(-2, cur.to(cos.device)), sin.index_select(-2, cur.to(sin.device)))
-        mask = kwargs.get(compat.MASK)
-        if isinstance(mask, torch.Tensor):
-            c = cur.to(mask.device)
-            mask = mask.index_select(-1, c)
-            if mask.ndim == 4:
-                mask = mask.index_select(-2, c)
-        return {"len": cur.numel(), "rope": rope, "mask": mask}
+        return {"len": cur.numel(), "rope": rope, "masks": {}}
+
+    @staticmethod
+    def _gathered_mask(state: PrefillState, mask):
+        """``mask`` (the full-prompt mask a layer received, 2-D or 4-D, or None) gathered to the survivors;
+        computed once per source mask and length."""
+        if not isinstance(mask, torch.Tensor):
+            return mask
+        masks = state.gathered["masks"]
+        if id(mask) not in masks:
+            c = state.cur.to(mask.device)
+            out = mask.index_select(-1, c)
+            if out.ndim == 4:
+                out = out.index_select(-2, c)
+            masks[id(mask)] = (mask, out)  # the source is kept so that its id stays unique
+        return masks[id(mask)][1]
 
     # ---- report --------------------------------------------------------------------------
     def report(self, input_ids: torch.Tensor) -> PruningReport:
@@ -475,7 +506,8 @@ class PruningHandle:
         sh = self.shape
         flops = lambda lens: decoder_prefill_flops(  # noqa: E731
             lens, hidden=sh.hidden, n_heads=sh.heads, n_kv_heads=sh.kv_heads, head_dim=sh.head_dim,
-            intermediate=sh.intermediate, vocab=sh.vocab,
+            intermediate=sh.intermediate, vocab=sh.vocab, layer_types=sh.types(), linear=sh.linear,
+            query_gate=sh.query_gate,
         )
         paper = lambda lens: paper_prefill_flops(lens, hidden=sh.hidden, intermediate=sh.intermediate)  # noqa: E731
         pruned, full = flops(seq), flops([s] * L)

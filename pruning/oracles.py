@@ -51,3 +51,114 @@ def dropped_before(adapter, input_ids: torch.Tensor, state, layer: int) -> torch
     seen = set(state.kept_orig[state.cached(layer)].tolist())
     visual = adapter.visual_mask(input_ids)[0].nonzero().flatten().tolist()
     return torch.tensor([i for i in visual if i not in seen], dtype=torch.long)
+
+
+class NeverPresent:
+    """The reference for "dropped == never present": the model's own, unmodified decoder layers run one by
+    one, and at every cut the hidden states, rotary embeddings and per-layer additions are *gathered* to the
+    tokens the pruned run kept — so a dropped token never reaches any later layer, of any kind (softmax or
+    linear attention). Where a key mask has no meaning (a Gated DeltaNet layer's recurrent state), this is
+    the oracle: a pruned prefill + greedy decode must give the same logits and tokens.
+
+    Built from an unpruned capture of the language model's inputs (``inputs_embeds`` (1, S, D), position
+    ids, DeepStack additions when the family has them) and the pruned run's record (``state``: the prompt
+    positions each layer kept, and the values a merging cut wrote at its layer, taken as given — the merge
+    arithmetic has its own unit tests). Masks are built here: causal over the survivors (4-D additive, so
+    eager and SDPA get the same), none for one-token decode steps, and linear-attention layers get none.
+    ``run(max_new_tokens)`` returns (greedy tokens (T,), logits (T, vocab)), like ``generate`` would.
+    """
+
+    def __init__(self, model, adapter, inputs: dict, state):
+        self.model, self.adapter, self.state = model, adapter, state
+        self.lm = adapter.language_model
+        captured = {}
+
+        def grab(_module, _args, kwargs):
+            captured.update(kwargs)
+            raise _Captured
+
+        hook = self.lm.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                model(**inputs, use_cache=True)
+        except _Captured:
+            pass
+        finally:
+            hook.remove()
+        embeds = captured[compat.INPUTS_EMBEDS]
+        self.additions = adapter.take_layer_additions(dict(captured), None) or {} if adapter.has_layer_additions else {}
+        pos = captured.get(compat.POSITION_IDS)
+        if pos is None:
+            pos = torch.arange(embeds.shape[1], device=embeds.device)[None]
+        self.embeds, self.pos = embeds, pos
+        self.visual_pos = adapter.prunable_positions(inputs["input_ids"], embeds)
+        self.types = adapter.lm_shape().types()
+        self.cache_kw = compat.cache_keyword(adapter.decoder_layers[0])
+
+    def _rope(self, hidden, pos):
+        """The model's own rotary embedding for position ids ``pos`` (as the language model splits them)."""
+        if pos.ndim == 3 and pos.shape[0] == 4:  # Qwen3-VL / Qwen3.5: text row first, then (t, h, w)
+            pos = pos[1:]
+        return self.lm.rotary_emb(hidden, pos)
+
+    def _causal(self, n: int, dtype, device):
+        mask = torch.full((n, n), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
+        return mask[None, None]
+
+    def run(self, max_new_tokens: int):
+        from transformers.cache_utils import DynamicCache
+
+        st, L = self.state, len(self.adapter.decoder_layers)
+        orig = [st.kept_orig[st.cached(layer)].to(self.embeds.device) for layer in range(L)]
+        cache = DynamicCache(config=self.lm.config)
+        tokens, logits = [], []
+        with torch.inference_mode():
+            hidden, current = None, None
+            for layer in range(L):
+                keep = orig[layer]
+                if current is None:
+                    hidden = self.embeds[:, keep]
+                elif not torch.equal(keep, current):
+                    hidden = hidden[:, torch.searchsorted(current, keep)]
+                if layer in st.written:
+                    seq_idx, values = st.written[layer]
+                    rows = torch.searchsorted(keep, st.kept_orig[seq_idx].to(keep.device))
+                    hidden = hidden.clone()
+                    hidden[0, rows] = values.to(hidden.dtype)
+                if current is None or not torch.equal(keep, current):
+                    rope = self._rope(hidden, self.pos[..., keep])
+                    mask = self._causal(keep.numel(), hidden.dtype, hidden.device)
+                current = keep
+                hidden = self._layer(layer, hidden, rope, mask, cache)
+                if layer in self.additions:
+                    visual = torch.isin(keep, self.visual_pos.to(keep.device))
+                    rows = torch.searchsorted(self.visual_pos.to(keep.device), keep[visual])
+                    hidden[0, visual.nonzero().flatten()] += self.additions[layer][rows].to(hidden.dtype)
+            step_logits = self._logits(hidden)
+            next_pos = self.pos[..., -1:]
+            for _ in range(max_new_tokens):
+                logits.append(step_logits)
+                token = step_logits.argmax(-1)
+                tokens.append(token)
+                next_pos = next_pos + 1
+                hidden = self.model.get_input_embeddings()(token.view(1, 1))
+                rope = self._rope(hidden, next_pos)
+                for layer in range(L):
+                    hidden = self._layer(layer, hidden, rope, None, cache)
+                step_logits = self._logits(hidden)
+        return torch.stack(tokens).flatten(), torch.stack(logits)
+
+    def _layer(self, layer, hidden, rope, mask, cache):
+        linear = self.types[layer] == compat.LINEAR_ATTENTION
+        out = self.adapter.decoder_layers[layer](
+            hidden, **{compat.ROPE: rope, compat.MASK: None if linear else mask, self.cache_kw: cache,
+                       compat.USE_CACHE: True}
+        )
+        return compat.layer_output_hidden(out)
+
+    def _logits(self, hidden):
+        return self.model.lm_head(self.lm.norm(hidden[:, -1:]))[0, -1].float()
+
+
+class _Captured(Exception):
+    """Stops the capture forward at the language model's entry."""

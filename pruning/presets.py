@@ -37,6 +37,7 @@ import json
 import math
 import os
 import reprlib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from fractions import Fraction
 from functools import lru_cache
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import yaml
 
-from .budget import layer_averaged_visual, scaled_deep_layer, stage_budgets, \
+from .budget import layer_averaged_visual, scaled_deep_layer, snap_cut_layer, stage_budgets, \
     visual_tokens_per_layer
 
 __all__ = ["Preset", "PresetError", "StageBudgets", "load_preset", "builtin_presets"]
@@ -254,8 +255,15 @@ class Preset:
         """True when the preset never prunes (ratio == vision_keep == deep_divisor == 1)."""
         return self.ratio == 1.0 and self.vision_keep == 1.0 and self.deep_divisor == 1.0
 
-    def resolve_layers(self, n_layers: int) -> tuple[int, int]:
-        """(Ls, Ld) for an ``n_layers``-deep LLM; PresetError if it does not fit."""
+    def resolve_layers(self, n_layers: int, layer_types: Sequence[str] | None = None) -> tuple[int, int]:
+        """(Ls, Ld) for an ``n_layers``-deep LLM; PresetError if it does not fit.
+
+        layer_types: one ``full_attention`` / ``linear_attention`` per layer for a hybrid model
+        (Qwen3.5). The key-norm cuts read the keys of the layer *before* Ls and Ld, so there both are
+        snapped (:func:`pruning.budget.snap_cut_layer`: nearest, ties to the shallower) until that layer
+        is full attention: first Ls within ``[1, L-2]``, then Ld within ``[Ls+1, L-1]``. The budgets are
+        then computed from the snapped layers with the same layer-average formula, so the layer-averaged
+        ratio still meets the preset. Dense models (no linear layers) are unchanged."""
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"n_layers must be an int >= 1, got {n_layers!r}")
         Ls = self.shallow_layer
@@ -269,15 +277,26 @@ class Preset:
                 f"preset {self.name!r} needs 0 < shallow_layer ({Ls}) < deep_layer "
                 f"({'auto' if self.deep_layer is None else self.deep_layer}) < n_layers, "
                 f"but the model has only {n_layers} decoder layer(s) (needs >= {need})")
-        return Ls, Ld
+        if layer_types is None or "linear_attention" not in layer_types:
+            return Ls, Ld
+        has_keys = [t != "linear_attention" for t in layer_types]
+        snapped_s = snap_cut_layer(Ls, has_keys, 1, n_layers - 2)
+        snapped_d = None if snapped_s is None else snap_cut_layer(Ld, has_keys, snapped_s + 1, n_layers - 1)
+        if snapped_d is None:
+            full = [i for i, k in enumerate(has_keys) if k]
+            raise PresetError(
+                f"preset {self.name!r} needs two full-attention layers before its cuts (Ls-1, Ld-1 with "
+                f"0 < Ls < Ld < {n_layers}); this hybrid model has full attention only at layer(s) {full}")
+        return snapped_s, snapped_d
 
-    def budgets(self, n_visual: int, n_layers: int,
-                n_after_stage1: int | None = None) -> StageBudgets:
+    def budgets(self, n_visual: int, n_layers: int, n_after_stage1: int | None = None,
+                layer_types: Sequence[str] | None = None) -> StageBudgets:
         """Stage budgets for N = ``n_visual`` visual tokens on an L = ``n_layers`` LLM.
 
-        n_after_stage1: the real V when Stage I already ran (see budget.stage_budgets).
+        n_after_stage1: the real V when Stage I already ran (see budget.stage_budgets);
+        layer_types: a hybrid model's layer types (Ls / Ld snapped, see :meth:`resolve_layers`).
         """
-        Ls, Ld = self.resolve_layers(n_layers)
+        Ls, Ld = self.resolve_layers(n_layers, layer_types)
         V, Rs, Rd = stage_budgets(n_visual, n_layers, self.ratio, self.vision_keep, Ls, Ld,
                                   self.deep_divisor, n_after_stage1=n_after_stage1)
         avg = layer_averaged_visual(n_layers, V, Rs, Rd, Ls, Ld)

@@ -29,14 +29,21 @@ def fail(detail: str) -> PruningNotApplied:
     )
 
 
-def check_prefill(state, prune_layers, planned, n_layers: int, cache, *, expect_cache: bool = True) -> None:
+def check_prefill(state, prune_layers, planned, shape, cache, *, expect_cache: bool = True) -> None:
     """Raise :class:`PruningNotApplied` unless the prefill in ``state`` matches the plan.
 
     state: the engine's ``PrefillState``; prune_layers: the method's prune layers (sorted);
     planned: the method's planned visual counts [after entry, after each prune layer] or None;
+    shape: the LLM's :class:`~pruning.adapters.LMShape` (layer count and types);
     cache: the KV cache the language model returned (None if it returned none); expect_cache: False
     for a ``use_cache=False`` forward (then only the plan is checked).
+
+    Softmax-attention layers: each KV-cache length equals the tokens the engine let into the layer.
+    Linear-attention layers (no per-token cache): the tokens the layer's mixer really processed
+    (recorded by the engine's hook on the mixer) equal the same plan, and the recurrent / conv states
+    have their fixed shapes (batch 1; the mixer's widths and conv kernel).
     """
+    n_layers = shape.layers
     missing = [layer for layer in range(n_layers) if layer not in state.layer_seen]
     if missing:
         raise fail(f"the hooks of decoder layer(s) {_few(missing)} did not run")
@@ -52,9 +59,29 @@ def check_prefill(state, prune_layers, planned, n_layers: int, cache, *, expect_
         raise fail("the language model returned no KV cache")
     for layer in range(n_layers):
         expected = state.cached(layer).numel()
+        if not shape.has_keys(layer):
+            _check_linear_layer(state, shape, cache, layer, expected)
+            continue
         got = compat.cache_length(cache, layer)
         if got != expected:
             raise fail(f"layer {layer} cached {got} tokens, expected {expected}")
+
+
+def _check_linear_layer(state, shape, cache, layer: int, expected: int) -> None:
+    got = state.mixed.get(layer)
+    if got is None:
+        raise fail(f"the linear-attention mixer of layer {layer} did not run in the prefill")
+    if got != expected:
+        raise fail(f"linear-attention layer {layer} processed {got} tokens, expected {expected}")
+    lin = shape.linear
+    want = ((1, 2 * lin.key_heads * lin.key_dim + lin.value_heads * lin.value_dim, lin.conv_kernel),
+            (1, lin.value_heads, lin.key_dim, lin.value_dim))
+    try:
+        shapes = compat.linear_state_shapes(cache, layer)
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError) as exc:
+        raise fail(f"linear-attention layer {layer}: its cached state cannot be read ({exc})") from None
+    if shapes != want:
+        raise fail(f"linear-attention layer {layer} holds states of shapes {shapes}, expected {want}")
 
 
 def _few(items: list[int]) -> str:

@@ -12,7 +12,7 @@ import pruning
 from pruning.evs import evs_select
 from pruning.presets import load_preset
 from tests import test_methods
-from tests.test_oracles import _greedy, _prefill_logits, assert_matches_masked_reference
+from tests.test_oracles import _greedy, _prefill_logits, assert_matches_masked_reference, layer_lengths
 from vitcop_cli.devmodels import FAMILIES
 from vitcop_cli.video import load_visual
 
@@ -75,7 +75,7 @@ def test_kv_lengths_equal_the_evs_budget(runs, family, name):
         handle.bind(inputs)
         cache = session.model(**inputs, use_cache=True).past_key_values
         report = handle.report(inputs["input_ids"])
-    assert [cache.layers[i].keys.shape[-2] for i in range(layers)] == [non_visual + budget] * layers
+    assert layer_lengths(handle, cache, handle.last) == [non_visual + budget] * layers
     assert report.method == "evs" and report.n_visual == n and report.after_stage3 == budget
     assert report.layer_averaged_visual == budget
 

@@ -34,7 +34,7 @@ from vitcop_cli.app import app
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CLIP = SAMPLES / "shapes.mp4"
 FRAMES, MAX_NEW = 4, 2
-NEW_FAMILIES = ("qwen2_5_vl", "qwen3_vl")
+NEW_FAMILIES = ("qwen2_5_vl", "qwen3_vl", "qwen3_5")
 QUESTION = "What happens?"
 
 runner = CliRunner()

@@ -4,6 +4,8 @@
    video and on an image prompt.
 2. Dropping tokens at layer L equals an unpruned run that masks those keys from layer L on
    (deep stage alone at L = Ld; Stage I alone at L = 0), logits within 1e-4, same greedy tokens.
+   On a hybrid model (Qwen3.5: linear-attention layers, where a key mask means nothing) the same
+   runs are checked against "never present" instead (:class:`pruning.oracles.NeverPresent`).
 3. Per-layer KV-cache lengths after prefill equal the budgets ``stage_budgets`` computes.
 4. Layers >= Ls see exactly the rotary embeddings of the survivors' original positions, and decode
    steps get the same position ids with and without pruning.
@@ -17,7 +19,7 @@ import torch
 from pruning import compat
 
 import pruning
-from pruning.oracles import KeyMask, dropped_before
+from pruning.oracles import KeyMask, NeverPresent, dropped_before
 from pruning.budget import stage_budgets
 from pruning.presets import Preset, load_preset
 from vitcop_cli import api
@@ -111,7 +113,8 @@ def test_dropping_equals_masking(loaded, prepared, key, preset):
         handle.bind(inputs)
         tokens, scores = _greedy(model, inputs)
         state = handle.last
-    budget_layers = preset.budgets(state.n_visual, session.adapter.lm_shape().layers)
+    shape = session.adapter.lm_shape()
+    budget_layers = preset.budgets(state.n_visual, shape.layers, layer_types=shape.layer_types or None)
     (_, v), (_, rs), (_, rd) = state.stages
     if preset is DEEP_ONLY:
         assert v == rs == state.n_visual > rd
@@ -123,7 +126,15 @@ def test_dropping_equals_masking(loaded, prepared, key, preset):
 
 def assert_matches_masked_reference(session, inputs, state, start: int, tokens, scores) -> None:
     """The pruned run's greedy tokens / logits equal an unpruned run that masks, from layer
-    ``start`` on, the keys of every visual token that layer ``start`` no longer saw."""
+    ``start`` on, the keys of every visual token that layer ``start`` no longer saw.
+
+    On a hybrid model (linear-attention layers: no key mask) the reference is "dropped == never
+    present" instead: the model's own layers run on exactly the survivors of every layer."""
+    if session.adapter.lm_shape().layer_types:
+        ref_tokens, ref_scores = NeverPresent(session.model, session.adapter, inputs, state).run(tokens.numel())
+        assert torch.equal(tokens, ref_tokens)
+        torch.testing.assert_close(scores[:, 0].float(), ref_scores, atol=1e-5, rtol=0)
+        return
     dropped = dropped_before(session.adapter, inputs["input_ids"], state, start)
     assert dropped.numel() > 0
     reference = KeyMask(session.model, session.adapter, dropped, start)
@@ -146,8 +157,9 @@ def _expected_budget(session, inputs, preset: Preset):
     n, per_frame = frames * h * w, h * w
     assert n_placeholders - 1 <= n <= n_placeholders
     v = frames * max(1, int(preset.vision_keep * per_frame + 1e-9))
-    layers = session.adapter.lm_shape().layers
-    ls, ld = preset.resolve_layers(layers)
+    shape = session.adapter.lm_shape()
+    layers = shape.layers
+    ls, ld = preset.resolve_layers(layers, shape.layer_types or None)
     V, Rs, Rd = stage_budgets(n, layers, preset.ratio, preset.vision_keep, ls, ld, preset.deep_divisor, n_after_stage1=v)
     return input_ids.shape[1] - n, V, Rs, Rd, ls, ld
 
@@ -158,11 +170,19 @@ def test_kv_cache_lengths_match_budgets(loaded, prepared, key, name):
     session, inputs = loaded[key], prepared[key].inputs
     preset = load_preset(name)
     non_visual, V, Rs, Rd, ls, ld = _expected_budget(session, inputs, preset)
-    with pruning.attach(session.model, preset), torch.inference_mode():
+    with pruning.attach(session.model, preset) as handle, torch.inference_mode():
         cache = compat.output_cache(session.model(**inputs, use_cache=True))
-    lengths = [cache.layers[layer].keys.shape[-2] for layer in range(len(cache.layers))]
+        state = handle.last
+    lengths = layer_lengths(handle, cache, state)
     expected = [non_visual + (V if layer < ls else Rs if layer < ld else Rd) for layer in range(len(lengths))]
     assert lengths == expected
+
+
+def layer_lengths(handle, cache, state) -> list[int]:
+    """Tokens each decoder layer holds after a prefill: its KV-cache length, or for a linear-attention
+    layer (which caches no tokens) what its mixer processed, as the engine recorded it."""
+    return [cache.layers[layer].keys.shape[-2] if handle.shape.has_keys(layer) else state.mixed[layer]
+            for layer in range(handle.shape.layers)]
 
 
 # ---- 4. positions ------------------------------------------------------------------------
@@ -191,7 +211,8 @@ def test_layers_see_original_positions_of_survivors(loaded, prepared, key):
     for layer, module in enumerate(session.adapter.decoder_layers):
         def grab(_m, _a, kwargs, layer=layer):
             seen.setdefault(layer, kwargs["position_embeddings"])
-        hooks.append(module.self_attn.register_forward_pre_hook(grab, with_kwargs=True))
+        if hasattr(module, "self_attn"):  # linear-attention layers take no positions
+            hooks.append(module.self_attn.register_forward_pre_hook(grab, with_kwargs=True))
     try:
         with pruning.attach(session.model, "1_3") as handle, torch.inference_mode():
             session.model(**inputs, use_cache=True)
@@ -205,7 +226,8 @@ def test_layers_see_original_positions_of_survivors(loaded, prepared, key):
     # merged tokens sit at their anchor's position: every survivor of layer Ls was present before it
     ls = handle.method.shallow
     assert set(state.cached(ls).tolist()) <= set(state.cached(ls - 1).tolist())
-    assert len(seen[ls][0][0]) < len(seen[0][0][0])
+    first, after = min(seen), min(layer for layer in seen if layer >= ls)
+    assert len(seen[after][0][0]) < len(seen[first][0][0])
 
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda k: "-".join(k))

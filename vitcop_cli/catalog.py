@@ -29,7 +29,9 @@ METHODS: dict[str, str] = {
     "evs": "EVS (vLLM/SGLang): keep video tokens that changed most since the previous temporal patch",
 }
 
-MODEL_TYPES: tuple[str, ...] = ("llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe")
+MODEL_TYPES: tuple[str, ...] = (
+    "llava_onevision", "qwen2_5_vl", "qwen2_vl", "qwen3_5", "qwen3_5_moe", "qwen3_vl", "qwen3_vl_moe",
+)
 
 KNOWN_DEPTHS: dict[str, int] = {
     DEFAULT_MODEL: 28,  # Qwen/Qwen2-VL-2B-Instruct: Qwen2-1.5B LLM, 28 decoder layers

@@ -75,7 +75,12 @@ class DemoModel:
     @property
     def n_layers(self) -> int:
         """Decoder layers of its LLM (known without building it)."""
-        return devmodels.LM_SHAPES[self.size].layers
+        return self.layout[0]
+
+    @property
+    def layout(self) -> tuple[int, list[str] | None]:
+        """(decoder layers, layer types of a hybrid LLM or None), known without building it."""
+        return devmodels.lm_layout(self.family, self.size)
 
     @property
     def folder(self) -> Path:

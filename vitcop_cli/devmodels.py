@@ -16,8 +16,10 @@ Sizes:
     (Qwen3-VL's vision encoder has 2 more blocks, so that 3 of them feed DeepStack as released;
     Qwen2.5-VL's last vision block attends over full frames, the others within windows.)
 
-Families: ``FAMILIES`` (every family-parametrised test runs on each) plus ``qwen3_vl_moe``, which
-``make_model`` builds too (8 experts, 2 active) and the tests cover with a smaller set of oracles.
+Families: ``FAMILIES`` (every family-parametrised test runs on each) plus ``qwen3_vl_moe`` and
+``qwen3_5_moe``, which ``make_model`` builds too (8 experts, 2 active) and the tests cover with a smaller
+set of oracles. Qwen3.5 (hybrid Gated DeltaNet / full attention) is built by
+:mod:`vitcop_cli.devmodels_qwen3_5` (12 LLM layers at both sizes).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-FAMILIES = ("qwen2_vl", "llava_onevision", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_vl", "llava_onevision", "qwen2_5_vl", "qwen3_vl", "qwen3_5")
 SIZES = ("tiny", "bench")
 
 
@@ -348,9 +350,31 @@ _BUILDERS = {
     "llava_onevision": _build_llava_onevision,
     "qwen2_5_vl": _build_qwen2_5_vl,
     "qwen3_vl": _build_qwen3_vl,
-    # not in FAMILIES (the test suite covers it with its own few oracles, to keep CI short)
+    "qwen3_5": lambda size: _qwen3_5().build_qwen3_5(size),
+    # not in FAMILIES (the test suite covers them with their own few oracles, to keep CI short)
     "qwen3_vl_moe": lambda size: _build_qwen3_vl(size, moe=True),
+    "qwen3_5_moe": lambda size: _qwen3_5().build_qwen3_5(size, moe=True),
 }
+
+
+#: every family ``make_model`` builds (FAMILIES first), e.g. for listing demo models
+BUILDABLE = tuple(_BUILDERS)
+
+
+def lm_layout(family: str, size: str) -> tuple[int, list[str] | None]:
+    """(decoder layers, layer types or None for a dense LLM) of the dev model ``make_model`` builds, without
+    building it (Qwen3.5: :data:`vitcop_cli.devmodels_qwen3_5.LAYERS` layers, full attention every 4th)."""
+    if family.startswith("qwen3_5"):
+        layers = _qwen3_5().LAYERS
+        return layers, ["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(layers)]
+    return LM_SHAPES[size].layers, None
+
+
+def _qwen3_5():
+    """The Qwen3.5 (hybrid linear-attention) builders live in their own module."""
+    from . import devmodels_qwen3_5
+
+    return devmodels_qwen3_5
 
 
 def make_model(family: str, out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:

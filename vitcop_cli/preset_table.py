@@ -2,7 +2,8 @@
 
 Contract:
 
-- :func:`model_depth` ``(model, *, offline) -> int``: the LLM depth (decoder layers) of ``model``.
+- :func:`model_depth` ``(model, *, offline) -> int``: the LLM depth (decoder layers) of ``model``;
+  :func:`model_layout` adds a hybrid LLM's layer types (Ls / Ld snap to full-attention layers).
   ``None`` means the default model, whose depth is known (:data:`vitcop_cli.catalog.KNOWN_DEPTHS`,
   28 for Qwen2-VL-2B-Instruct) so nothing is read; so is a built-in demo model's (``tiny:<family>``,
   :mod:`vitcop_cli.demo_models`), which is not built for this. Otherwise the checkpoint's
@@ -22,7 +23,7 @@ from .catalog import KNOWN_DEPTHS
 from .defaults import DEFAULT_MODEL
 from .errors import InputError
 
-__all__ = ["PresetRow", "model_depth", "preset_table"]
+__all__ = ["PresetRow", "model_depth", "model_layout", "preset_table"]
 
 
 @dataclass
@@ -41,27 +42,35 @@ class PresetRow:
     shallow_layer: int | None
     deep_layer: int | None
     layer_averaged: float
+    full_attention: list[int] | None = None  # a hybrid LLM's full-attention layers (Ls / Ld snap after them)
 
 
 def model_depth(model: str | None, *, offline: bool = False) -> int:
     """Decoder layers of ``model``'s LLM (see the module docstring)."""
+    return model_layout(model, offline=offline)[0]
+
+
+def model_layout(model: str | None, *, offline: bool = False) -> tuple[int, list[str] | None]:
+    """(decoder layers, layer types) of ``model``'s LLM; the types are None for a dense LLM and the list of
+    ``full_attention`` / ``linear_attention`` for a hybrid one (Qwen3.5: the config's ``layer_types``, or
+    ``full_attention_interval`` when it lists none), so the table shows the snapped Ls / Ld."""
     if model is None:
         model = DEFAULT_MODEL
     if model in KNOWN_DEPTHS:
-        return KNOWN_DEPTHS[model]
+        return KNOWN_DEPTHS[model], None
     from .demo_models import parse
 
     demo = parse(model)
-    if demo is not None:  # a built-in demo model: its depth is known without building it
-        return demo.n_layers
+    if demo is not None:  # a built-in demo model: its layout is known without building it
+        return demo.layout
     from .model_ref import check_model_type, declared_config, is_path_like
 
     declared, offline = declared_config(model, offline=offline)
     check_model_type(model, declared)
-    text = declared.get("text_config") if isinstance(declared.get("text_config"), dict) else {}
+    text = declared.get("text_config") if isinstance(declared.get("text_config"), dict) else declared
     depth = text.get("num_hidden_layers", declared.get("num_hidden_layers"))
     if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 1:
-        return depth
+        return depth, _declared_layer_types(text, depth)
     from pathlib import Path
 
     from transformers import AutoConfig
@@ -69,10 +78,23 @@ def model_depth(model: str | None, *, offline: bool = False) -> int:
     source = str(Path(model).expanduser()) if is_path_like(model) else model
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=offline, trust_remote_code=False)
-        return int(config.get_text_config().num_hidden_layers)
+        text_config = config.get_text_config()
+        depth = int(text_config.num_hidden_layers)
+        return depth, _declared_layer_types(vars(text_config), depth)
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{model}: cannot read the model's depth from its config ({first})") from None
+
+
+def _declared_layer_types(text: dict, depth: int) -> list[str] | None:
+    """A hybrid LLM's layer types from its text config (None when it has no linear-attention layers)."""
+    types = text.get("layer_types")
+    if not (isinstance(types, list) and len(types) == depth):
+        interval = text.get("full_attention_interval")
+        if not isinstance(interval, int) or isinstance(interval, bool) or interval < 1:
+            return None
+        types = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(depth)]
+    return types if "linear_attention" in types else None
 
 
 def preset_table(*, model: str | None = None, n_visual: int = 4096, offline: bool = False) -> list[PresetRow]:
@@ -81,7 +103,7 @@ def preset_table(*, model: str | None = None, n_visual: int = 4096, offline: boo
 
     if n_visual < 1:
         raise InputError("--visual-tokens must be at least 1")
-    n_layers = model_depth(model, offline=offline)
+    n_layers, layer_types = model_layout(model, offline=offline)
     rows = []
     for name in builtin_presets():
         p = load_preset(name)
@@ -90,9 +112,13 @@ def preset_table(*, model: str | None = None, n_visual: int = 4096, offline: boo
                                   n_visual, n_visual, n_visual, None, None, float(n_visual)))
             continue
         try:
-            b = p.budgets(n_visual, n_layers)
+            b = p.budgets(n_visual, n_layers, layer_types=layer_types)
         except PresetError as exc:
             raise InputError(str(exc)) from None
         rows.append(PresetRow(name, p.description, p.ratio, p.vision_keep, n_visual, n_layers, b.V, b.Rs, b.Rd,
                               b.shallow_layer, b.deep_layer, b.layer_averaged))
+    if layer_types is not None:
+        full = [i for i, t in enumerate(layer_types) if t != "linear_attention"]
+        for row in rows:
+            row.full_attention = full
     return sorted(rows, key=lambda r: -r.ratio)

@@ -127,4 +127,12 @@ def render_presets(rows, console: Console, *, model: str | None, n_visual: int) 
     console.print(table)
     for r in rows:
         console.print(f"[bold]{r.name}[/]: {escape(r.description)}")
+    if rows and rows[0].full_attention is not None:
+        full = ", ".join(map(str, rows[0].full_attention))
+        console.print(
+            f"Hybrid LLM: full attention only at layers {full} (the others are linear attention, without keys). "
+            "A key-norm cut at layer L reads layer L-1's keys, so Ls and Ld are snapped to the nearest layer "
+            "after a full-attention one (ties: the shallower), and Rs / Rd come from the snapped layers.",
+            highlight=False,
+        )
     console.print(f"[dim]{LEGEND}[/]", highlight=False)

@@ -9,11 +9,12 @@ from .base import EncoderRecord, FamilyAdapter, LMShape, VisualTokens
 from .llava_onevision import LlavaOnevisionAdapter
 from .qwen2_5_vl import Qwen2_5_VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
+from .qwen3_5 import Qwen3_5Adapter
 from .qwen3_vl import Qwen3VLAdapter
 
 _REGISTRY: dict[str, type[FamilyAdapter]] = {
     model_type: cls
-    for cls in (Qwen2VLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, LlavaOnevisionAdapter)
+    for cls in (Qwen2VLAdapter, Qwen2_5_VLAdapter, Qwen3VLAdapter, Qwen3_5Adapter, LlavaOnevisionAdapter)
     for model_type in cls.model_types
 }
 

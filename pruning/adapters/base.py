@@ -16,10 +16,17 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from .. import compat
+from ..flops import LinearAttention
+
 
 @dataclass(frozen=True)
 class LMShape:
-    """The LLM's real shapes, read from the loaded config (used for FLOPs and reports)."""
+    """The LLM's real shapes, read from the loaded config (used for FLOPs and reports).
+
+    layer_types: one ``full_attention`` / ``linear_attention`` per decoder layer (hybrid models);
+    linear: the linear-attention mixer's shape when there are such layers; query_gate: softmax layers
+    compute an output gate from a q projection twice as wide (Qwen3.5)."""
 
     layers: int
     hidden: int
@@ -28,6 +35,17 @@ class LMShape:
     head_dim: int
     intermediate: int
     vocab: int
+    layer_types: tuple[str, ...] = ()
+    linear: LinearAttention | None = None
+    query_gate: bool = False
+
+    def types(self) -> tuple[str, ...]:
+        """Each layer's type (all ``full_attention`` for a dense model)."""
+        return self.layer_types or (compat.FULL_ATTENTION,) * self.layers
+
+    def has_keys(self, layer: int) -> bool:
+        """True when decoder layer ``layer`` computes keys (softmax attention with a KV cache)."""
+        return self.types()[layer] == compat.FULL_ATTENTION
 
 
 @dataclass
@@ -115,13 +133,15 @@ class FamilyAdapter:
     def lm_shape(self) -> LMShape:
         cfg = self.model.config.get_text_config()
         heads = cfg.num_attention_heads
+        types = compat.layer_types(self.model.config)
         return LMShape(
+            layer_types=tuple(types) if compat.LINEAR_ATTENTION in types else (),
             layers=cfg.num_hidden_layers,
             hidden=cfg.hidden_size,
             heads=heads,
             kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
             head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
-            intermediate=cfg.intermediate_size,
+            intermediate=getattr(cfg, "intermediate_size", 0),
             vocab=cfg.vocab_size,
         )
 

@@ -3,7 +3,8 @@
 - ``uniform``: before the LLM, keep R = round(r * N) evenly spaced visual tokens (a sanity floor).
 - ``divprune``: before the LLM, keep R = round(r * N) tokens forming a max-min diverse subset of the
   projected visual features (greedy farthest point on cosine distance; DivPrune, CVPR 2025).
-- ``fastv``: at layer K (default 2; the preset's ``shallow_layer``), keep the R visual tokens that
+- ``fastv``: at layer K (default 2; the preset's ``shallow_layer``; on a hybrid model snapped like
+  ViTCoP's cuts until K-1 is a full-attention layer), keep the R visual tokens that
   receive the most attention from the last prompt token at layer K-1, with
   K*N + (L-K)*R = L*r*N. Only that one query row is computed, from layer K-1's q/k projections
   rotated with the rotary embeddings that layer received — no attention weights are requested, so
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..baselines import evenly_spaced, last_query_attention, max_min_diverse, single_cut_budget
+from ..budget import snap_cut_layer
 from .base import EntryContext, LayerChoice, LayerContext, Method
 
 
@@ -62,6 +64,12 @@ class FastVMethod(Method):
         self.k = preset.shallow_layer
         if not 0 < self.k < shape.layers:
             raise ValueError(f"fastv needs 0 < K < {shape.layers} (the preset's shallow_layer), got {self.k}")
+        has_keys = [shape.has_keys(layer) for layer in range(shape.layers)]
+        if not has_keys[self.k - 1]:  # a hybrid model: K-1 must be softmax attention (its q / k are read)
+            snapped = snap_cut_layer(self.k, has_keys, 1, shape.layers - 1)
+            if snapped is None:
+                raise ValueError("fastv needs a full-attention layer before its cut layer K; this model has none")
+            self.k = snapped
         self.prune_layers = (self.k,)
         self.key_layers = self.query_layers = (self.k - 1,)
         self.budget = None

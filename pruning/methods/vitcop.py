@@ -27,7 +27,7 @@ class VitcopMethod(Method):
 
     def __init__(self, preset, adapter, shape):
         super().__init__(preset, adapter, shape)
-        self.shallow, self.deep = preset.resolve_layers(shape.layers)
+        self.shallow, self.deep = preset.resolve_layers(shape.layers, shape.layer_types or None)
         self.prune_layers = (self.shallow, self.deep)
         self.key_layers = (self.shallow - 1, self.deep - 1)
         self.budget = None
@@ -47,7 +47,7 @@ class VitcopMethod(Method):
             kept = per_frame_topk(vt.saliency, vt.frame_ids, p.vision_keep)
         else:
             kept = torch.arange(n, device=vt.saliency.device)
-        self.budget = p.budgets(n, self.shape.layers, n_after_stage1=kept.numel())
+        self.budget = p.budgets(n, self.shape.layers, n_after_stage1=kept.numel(), layer_types=self.shape.layer_types or None)
         self.groups = None
         if self.budget.Rs < kept.numel():
             frames = vt.frame_ids[kept]

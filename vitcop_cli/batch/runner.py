@@ -176,26 +176,31 @@ def _record(item: BatchItem, model: str, preset: str, method: str, result: AskRe
     return rec
 
 
-def _n_layers(session) -> int | None:
+def _layout(session) -> tuple[int, list[str] | None] | None:
+    """(decoder layers, a hybrid LLM's layer types or None) of ``session``'s model."""
+    from pruning import compat
+
     config = getattr(getattr(session, "model", None), "config", None)
     try:
-        return int(config.get_text_config().num_hidden_layers)
+        types = compat.layer_types(config)
+        return int(config.get_text_config().num_hidden_layers), types if "linear_attention" in types else None
     except (AttributeError, TypeError, ValueError):
         return None  # not a transformers model (a scripted session): nothing to check
 
 
 def check_presets_fit(session, presets: Sequence) -> None:
-    """InputError (exit 2), once, when a preset's layers do not fit ``session``'s LLM depth."""
+    """InputError (exit 2), once, when a preset's layers do not fit ``session``'s LLM depth (on a hybrid
+    model: its full-attention layers, where the cuts snap to)."""
     from pruning.presets import PresetError
 
-    n_layers = _n_layers(session)
-    if n_layers is None:
+    layout = _layout(session)
+    if layout is None:
         return
     for p in presets:
         if p.is_identity:
             continue
         try:
-            p.resolve_layers(n_layers)
+            p.resolve_layers(*layout)
         except PresetError as exc:
             raise InputError(f"--preset {p.label} does not fit this model: {exc}") from None
 

@@ -15,8 +15,14 @@ tree, so it works from a wheel install too):
   (non-visual + V / Rs / Rd);
 - ``runtime-check``: the run-time check fires on a sabotaged hook (layer 0's hooks removed).
 
-``passed`` is True when every check passed and transformers is in the tested range. On ``cuda`` the
-checks run under SDPA and, when flash-attn is importable, under flash_attention_2 (bfloat16 there, so
+Before any self-test, every runtime package (torch, transformers and the transformers classes vitcop
+loads models with, decord) is imported (:func:`vitcop_cli.environment.import_problems`); one that
+does not import is a ``problems`` entry (a FAIL line), versions then come from package metadata, and
+no self-test runs. ``demo_models`` lists the built-in demo models (``--model tiny:<family>``) and
+whether each is cached (:func:`vitcop_cli.demo_models.listing`).
+
+``passed`` is True when there is no problem, every check passed and transformers is in the tested
+range. On ``cuda`` the checks run under SDPA and, when flash-attn is importable, under flash_attention_2 (bfloat16 there, so
 drop==mask uses a bfloat16 tolerance).
 """
 
@@ -52,10 +58,12 @@ class DoctorReport:
     transformers_in_tested_range: bool
     tested_range: str
     checks: list[Check] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # runtime packages that do not import
+    demo_models: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.transformers_in_tested_range and all(c.passed for c in self.checks)
+        return not self.problems and self.transformers_in_tested_range and all(c.passed for c in self.checks)
 
     def to_dict(self) -> dict:
         return {"schema": "vitcop.doctor/1", "passed": self.passed, **asdict(self)}
@@ -69,16 +77,21 @@ def _version(dist: str) -> str | None:
 
 
 def environment() -> tuple[dict, dict]:
-    """(versions, devices) of this installation."""
-    import torch
-
+    """(versions, devices) of this installation; without a working torch, versions from metadata
+    and no device."""
     from .. import __version__
-    from ..runtime import flash_attn_installed
 
     versions = {
-        "vitcop": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "vitcop": __version__, "python": platform.python_version(), "torch": _version("torch"),
         "torchvision": _version("torchvision"), "transformers": _version("transformers"), "decord": _version("decord"),
     }
+    try:
+        import torch
+
+        from ..runtime import flash_attn_installed
+    except Exception:  # noqa: BLE001 - reported by import_problems
+        return versions, {"cuda": False, "cuda_devices": [], "bf16": False, "mps": False, "flash_attn": False}
+    versions["torch"] = torch.__version__
     cuda = torch.cuda.is_available()
     devices = {
         "cuda": cuda,
@@ -94,16 +107,28 @@ def inspect() -> DoctorReport:
     """The environment part of the report (no checks run yet)."""
     from pruning import compat
 
-    return DoctorReport(*environment(), compat.in_tested_range(), compat.tested_range_text())
+    from ..demo_models import listing
+    from ..environment import import_problems
+
+    problems = import_problems()
+    versions, devices = environment()
+    if "transformers" in problems:  # judged by the installed release's metadata, without importing it
+        in_range = versions["transformers"] is not None and compat.in_tested_range(versions["transformers"])
+    else:
+        in_range = compat.in_tested_range()
+    return DoctorReport(versions, devices, in_range, compat.tested_range_text(), problems=list(problems.values()),
+                        demo_models=listing())
 
 
 def run(device: str = "cpu", families: tuple[str, ...] = FAMILIES, on_check=None,
         report: DoctorReport | None = None) -> DoctorReport:
     """Run every self-test into ``report`` (default: a fresh :func:`inspect`); ``on_check(Check)`` is
-    called as each finishes."""
+    called as each finishes. None runs when a runtime package does not import (``report.problems``)."""
+    report = report or inspect()
+    if report.problems:
+        return report
     from .. import api
 
-    report = report or inspect()
     attns = ["sdpa"] + (["flash_attention_2"] if device.startswith("cuda") and report.devices["flash_attn"] else [])
     api.quiet_library_logs()
     with tempfile.TemporaryDirectory(prefix="vitcop-doctor-") as tmp:
@@ -161,10 +186,12 @@ def _identity(session, inputs):
 
 
 def _drop_equals_mask(session, inputs):
+    """Dropping at the deep layer equals masking those keys from there on; on a hybrid model (linear-attention
+    layers, where a key mask means nothing) equals a reference run on the survivors alone (never present)."""
     import torch
 
     import pruning
-    from pruning.oracles import KeyMask, dropped_before
+    from pruning.oracles import KeyMask, NeverPresent, dropped_before
     from pruning.presets import Preset
 
     deep_only = Preset(name="deep-only", ratio=1.0, vision_keep=1.0, cluster_fraction=0.18, deep_divisor=5.0)
@@ -173,13 +200,19 @@ def _drop_equals_mask(session, inputs):
         tokens, logits = _greedy(session.model, inputs)
         state = handle.last
         deep = max(handle.method.prune_layers)
-    with KeyMask(session.model, session.adapter, dropped_before(session.adapter, inputs["input_ids"], state, deep), deep):
-        ref_tokens, ref_logits = _greedy(session.model, inputs)
+    if "linear_attention" in session.adapter.lm_shape().types():
+        ref_tokens, ref_logits = NeverPresent(session.model, session.adapter, inputs, state).run(tokens.numel())
+        logits = logits[:, 0]
+    else:
+        with KeyMask(session.model, session.adapter, dropped_before(session.adapter, inputs["input_ids"], state, deep),
+                     deep):
+            ref_tokens, ref_logits = _greedy(session.model, inputs)
     diff = float((logits.float() - ref_logits.float()).abs().max())
     tol = 1e-4 if session.dtype == torch.float32 else 5e-2
     ok = torch.equal(tokens, ref_tokens) and diff <= tol
     same = "same tokens" if torch.equal(tokens, ref_tokens) else "tokens differ"
-    return ok, f"diff {diff:.1e} {'<=' if diff <= tol else '>'} {tol:g}, {same}"
+    against = "never-present reference: " if "linear_attention" in session.adapter.lm_shape().types() else ""
+    return ok, f"{against}diff {diff:.1e} {'<=' if diff <= tol else '>'} {tol:g}, {same}"
 
 
 def _kv_cache(session, inputs):
@@ -194,11 +227,14 @@ def _kv_cache(session, inputs):
         handle.bind(inputs)
         cache = compat.output_cache(session.model(**inputs, use_cache=True))
         state = handle.last
-    layers = handle.shape.layers
-    b = preset.budgets(state.n_visual, layers, n_after_stage1=state.stages[0][1])
+    shape = handle.shape
+    b = preset.budgets(state.n_visual, shape.layers, n_after_stage1=state.stages[0][1],
+                       layer_types=shape.layer_types or None)
     non_visual = state.kept_orig.numel() - b.V
     expected = [non_visual + n for n in b.per_layer()]
-    got = [compat.cache_length(cache, layer) for layer in range(layers)]
+    # a linear-attention layer caches no tokens: the tokens its mixer processed stand in
+    got = [compat.cache_length(cache, layer) if shape.has_keys(layer) else state.mixed.get(layer)
+           for layer in range(shape.layers)]
     if got == expected:
         return True, f"{len(got)} layers = budget ({got[0]}..{got[-1]})"
     return False, f"lengths {got}, budget {expected}"

@@ -74,7 +74,7 @@ class Session(PromptingMixin, GenerationMixin):
         preset = as_preset(preset)
         if not preset.is_identity:
             try:
-                preset.resolve_layers(self.n_layers)
+                preset.resolve_layers(self.n_layers, self.adapter.lm_shape().layer_types or None)
             except PresetError as exc:
                 raise InputError(f"{exc}; model {self.name}") from None
         return preset

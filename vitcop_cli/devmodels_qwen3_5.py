@@ -1,0 +1,84 @@
+"""Random-weight Qwen3.5 checkpoints (``qwen3_5``, ``qwen3_5_moe``): the hybrid linear-attention family.
+
+The released layout, scaled down: three Gated DeltaNet (linear-attention) layers, then one softmax
+full-attention layer (``full_attention_interval`` 4), repeated; full-attention layers with a query gate,
+q / k norms and *partial* interleaved M-RoPE (a quarter of each head rotated, as released); a
+Qwen3-VL-style vision tower (16-pixel patches, learned position grid, 2x2 merge, no DeepStack) and the
+Qwen3-VL processor (``<t seconds>`` timestamps in video prompts), as ``AutoProcessor`` picks for the family.
+
+Both sizes have 12 LLM layers, so three are full attention (layers 3, 7, 11): the ViTCoP cuts need a
+full-attention layer before each of Ls and Ld (snapped Ls = 4, Ld = 8). Widths follow
+:data:`vitcop_cli.devmodels.LM_SHAPES`; DeltaNet heads are scaled like the released ones (value heads
+= 2 x key heads, key width = half the value width). ``moe``: 8 experts, 2 active, plus the shared expert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+#: LLM depth of both dev sizes (three full-attention layers at the released interval of 4)
+LAYERS = 12
+
+
+def build_qwen3_5(size: str, moe: bool = False):
+    import transformers
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    from .devmodels import LM_SHAPES, QWEN3_CHAT_TEMPLATE, QWEN_SPECIALS, VISION_DEPTH, _qwen_ids, _qwen_vision_config
+    from .devmodels import _text_config, _train_tokenizer, _vocab_size
+
+    config_class, model_class = (
+        (transformers.Qwen3_5MoeConfig, transformers.Qwen3_5MoeForConditionalGeneration) if moe
+        else (transformers.Qwen3_5Config, transformers.Qwen3_5ForConditionalGeneration)
+    )
+    shape = replace(LM_SHAPES[size], layers=LAYERS)
+    tiny = size == "tiny"
+    head_dim = 32 if tiny else 64
+    rotary_half = head_dim // 8  # partial_rotary_factor 0.25, as released
+    linear = dict(
+        linear_conv_kernel_dim=4,
+        linear_num_key_heads=2 if tiny else 8,
+        linear_num_value_heads=4 if tiny else 16,
+        linear_key_head_dim=16 if tiny else 64,
+        linear_value_head_dim=16 if tiny else 64,
+    )
+    experts = dict(
+        num_experts=8, num_experts_per_tok=2, moe_intermediate_size=shape.intermediate // 2,
+        shared_expert_intermediate_size=shape.intermediate // 2,
+    ) if moe else {}
+    tokenizer = _train_tokenizer(QWEN_SPECIALS)
+    text = _text_config(
+        shape,
+        _vocab_size(tokenizer),
+        tokenizer,
+        head_dim=head_dim,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000000.0,
+            "partial_rotary_factor": 0.25,
+            "mrope_section": [rotary_half - 2 * (rotary_half // 4), rotary_half // 4, rotary_half // 4],
+            "mrope_interleaved": True,
+        },
+        full_attention_interval=4,
+        **linear,
+        **experts,
+    )
+    if moe:
+        text.pop("intermediate_size")
+    config = config_class(
+        text_config=text,
+        vision_config=_qwen_vision_config(
+            size, VISION_DEPTH[size], shape, patch_size=16, num_position_embeddings=64 if tiny else 256,
+        ),
+        tie_word_embeddings=True,
+        **_qwen_ids(tokenizer),
+    )
+    model = model_class(config)
+    pixels = {"shortest_edge": 64 * 64, "longest_edge": 32 * 32 * 256}
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=16, merge_size=2),
+        video_processor=Qwen3VLVideoProcessor(size=pixels, patch_size=16, merge_size=2),
+        tokenizer=tokenizer,
+        chat_template=QWEN3_CHAT_TEMPLATE,
+    )
+    return model, processor
