@@ -261,19 +261,19 @@ def test_qwen_video_prompts_carry_the_real_frame_times(sessions, clip):
     assert p25.inputs["second_per_grid_ts"].tolist() == pytest.approx([2 / sampled_fps])
 
 
-# ---- Qwen3-VL-MoE: the Qwen3-VL adapter, unchanged ------------------------------------------------
-@pytest.fixture(scope="module")
-def moe(tmp_path_factory, clip):
-    """A tiny qwen3_vl_moe checkpoint (8 experts, 2 active), loaded under sdpa and eager, with a clip."""
+# ---- the MoE variants: Qwen3-VL-MoE (the Qwen3-VL adapter, unchanged), Qwen3.5-MoE (the Qwen3.5 adapter) --
+@pytest.fixture(scope="module", params=["qwen3_vl_moe", "qwen3_5_moe"])
+def moe(tmp_path_factory, clip, request):
+    """A tiny MoE checkpoint (8 experts, 2 active), loaded under sdpa and eager, with a clip."""
     import os
 
     from vitcop_cli import api
     from vitcop_cli.devmodels import make_model
 
     base = os.environ.get("VITCOP_TEST_MODELS")
-    folder = (Path(base) if base else tmp_path_factory.mktemp("moe")) / "qwen3_vl_moe-tiny"
+    folder = (Path(base) if base else tmp_path_factory.mktemp("moe")) / f"{request.param}-tiny"
     if not (folder / "config.json").exists():
-        make_model("qwen3_vl_moe", folder)
+        make_model(request.param, folder)
     out = {}
     for attn in ("sdpa", "eager"):
         session = api.load(str(folder), device="cpu", attn=attn, offline=True)
@@ -286,10 +286,11 @@ def test_qwen3_vl_moe_identity_and_drop_equals_mask(moe, attn):
     from tests.test_oracles import DEEP_ONLY, _greedy, _prefill_logits, assert_matches_masked_reference
 
     session, inputs = moe[attn]
-    assert session.model_type == "qwen3_vl_moe"
+    assert session.model_type in ("qwen3_vl_moe", "qwen3_5_moe")
     shape = session.adapter.lm_shape()
     cfg = session.model.config.get_text_config()
-    assert shape.intermediate == cfg.num_experts_per_tok * cfg.moe_intermediate_size  # active MLP width
+    shared = getattr(cfg, "shared_expert_intermediate_size", 0) or 0  # Qwen3.5-MoE: plus the shared expert
+    assert shape.intermediate == cfg.num_experts_per_tok * cfg.moe_intermediate_size + shared  # active MLP width
     model = session.model
     ref = _prefill_logits(model, inputs)
     with pruning.attach(model, "none"):
@@ -311,7 +312,7 @@ def test_qwen3_vl_moe_evs_budget_and_drop_equals_mask(moe):
 
     from pruning.presets import load_preset
     from tests.test_evs_methods import _layout
-    from tests.test_oracles import _greedy, assert_matches_masked_reference
+    from tests.test_oracles import _greedy, assert_matches_masked_reference, layer_lengths
 
     session, inputs = moe["sdpa"]
     n, per_patch, _ = _layout(session, inputs)
@@ -322,7 +323,7 @@ def test_qwen3_vl_moe_evs_budget_and_drop_equals_mask(moe):
         handle.bind(inputs)
         with torch.inference_mode():
             cache = compat.output_cache(session.model(**inputs, use_cache=True))
-        assert [cache.get_seq_length(i) for i in range(len(expected))] == expected
+        assert layer_lengths(handle, cache, handle.last) == expected
         handle.bind(inputs)  # each prefill consumes the bound extras (video_grid_thw)
         tokens, scores = _greedy(session.model, inputs)
         state = handle.last
