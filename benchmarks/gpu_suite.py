@@ -259,6 +259,7 @@ def one_run(session: api.Session, prepared, method: str, preset: str, decode_tok
         "n_visual": p.n_visual, "layer_averaged_visual": p.layer_averaged_visual,
         "layer_averaged_ratio": p.layer_averaged_ratio, "flops_ratio": p.flops_ratio,
         "prefill_flops": p.prefill_flops, "kv_cache_lengths": list(p.kv_cache_lengths),
+        "phases": dict(vars(t.phases)),  # the time to the first token, phase by phase (ask's timings.phases)
     }
 
 

@@ -33,6 +33,11 @@ keywords ``grid_thw``, ``cu_seqlens``,
 (``full_attention`` / ``linear_attention``), decoder-layer attribute ``linear_attn``, cache entries
 ``cache.layers[i].conv_states[0]`` / ``.recurrent_states[0]``; Qwen3-VL language-model keywords
 ``visual_pos_masks`` / ``deepstack_visual_embeds``; ``transformers.video_utils.VideoMetadata``.
+Encoder reuse (``pruning.encoder_reuse``): the vision-encoder call inputs ``hidden_states`` (Qwen-VL patch
+rows, 1st positional) and ``grid_thw`` (2nd) / ``pixel_values`` (SigLIP frames, 1st), the keyword
+``output_attentions``, the rule that any other tensor input is precomputed geometry, and encoder outputs
+whose tensor fields (``last_hidden_state``, ``pooler_output``, ``hidden_states``, Qwen3-VL
+``deepstack_features``) have one leading row per patch / merged token / frame.
 LLaVA-OneVision (``adapters/llava_onevision.py``): ``model.model.vision_tower`` and its
 ``vision_model.encoder.layers[k].self_attn.{q_proj,k_proj,num_heads,scale}`` (SigLIP);
 ``model.model.image_newline``; ``model.model.apply_pooling(features)``;
@@ -234,6 +239,47 @@ def llava_onevision_num_patches():
 def qwen_vision_grid(args: tuple, kwargs: dict):
     """``grid_thw`` (n_inputs, 3) of a Qwen-VL vision-encoder call (keyword or 2nd positional)."""
     return kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]
+
+
+# ---- vision-encoder calls, rewritten by encoder reuse (pruning.encoder_reuse) -------------------
+#: (position, keyword) of a Qwen-VL vision-encoder call's patch rows (n_patches, C*T*P*P) and grid (n_inputs, 3)
+QWEN_VISION_PIXELS = (0, "hidden_states")
+QWEN_VISION_GRID = (1, "grid_thw")
+#: (position, keyword) of a SigLIP vision-tower call's frames / crops (B, C, H, W) (LLaVA-OneVision)
+SIGLIP_PIXELS = (0, "pixel_values")
+#: the call keyword asking an encoder for attention maps (they span a call's whole packed sequence)
+OUTPUT_ATTENTIONS = "output_attentions"
+
+
+def call_input(args: tuple, kwargs: dict, slot: tuple[int, str]):
+    """The value of input ``slot`` = (position, keyword) of a module call, wherever it came."""
+    position, name = slot
+    return args[position] if len(args) > position else kwargs[name]
+
+
+def call_with(args: tuple, kwargs: dict, slot: tuple[int, str], value) -> tuple[tuple, dict]:
+    """(args, kwargs) of a module call with input ``slot`` replaced by ``value``, in the slot it came in."""
+    position, name = slot
+    if len(args) > position:
+        return (*args[:position], value, *args[position + 1:]), kwargs
+    return args, {**kwargs, name: value}
+
+
+def other_tensor_inputs(args: tuple, kwargs: dict, slots: tuple) -> list[str]:
+    """Names (or positions) of a call's tensor inputs besides ``slots``: transformers accepts precomputed
+    geometry for a vision encoder as keywords (``cu_seqlens``, ``position_ids``, ``max_seqlen``,
+    ``window_index`` / ``cu_window_seqlens``, interpolation indices and weights, ...), sized for the
+    whole call — a call shrunk to its distinct patches must not carry them. Attention maps asked for
+    (``output_attentions``) count too (a Qwen encoder's span its whole packed sequence: no rows to spread)."""
+    import torch
+
+    positions = {p for p, _ in slots}
+    names = {n for _, n in slots}
+    out = [f"argument {i}" for i, a in enumerate(args) if i not in positions and isinstance(a, torch.Tensor)]
+    out += [k for k, v in kwargs.items() if k not in names and isinstance(v, torch.Tensor)]
+    if kwargs.get(OUTPUT_ATTENTIONS):
+        out.append(OUTPUT_ATTENTIONS)
+    return out
 
 
 def qwen_vision_attn_inputs(kwargs: dict):

@@ -42,6 +42,13 @@ visual tokens for the report, returning nothing), so the computation is untouche
   to the survivors at every cut (a merged token carries its anchor's row) and adds them after the
   decoder layer, at the survivors' current positions, with the model's own arithmetic.
 - Timing: :class:`pruning.timing.Stopwatch` (CUDA events, one synchronisation per prefill).
+- Encoder reuse (non-identity methods, on by default): :class:`pruning.encoder_reuse.EncoderReuse` makes
+  the vision encoder encode each distinct temporal patch once and spreads its outputs back, so the model,
+  Stage I, VIC and positions see the unmodified encoder's results (bit-identical on CPU; see that module).
+  It is attached before the Stage-I capture hooks, which expand their records through it; its detection
+  (before the encoder runs) and spreading (after) are timed under the tag ``encoder_reuse``.
+  ``handle.encoder_patches`` = (total, encoded) of the last prefill. Identity presets attach none (they
+  stay the unmodified model).
 
 Index spaces: "orig" = the prompt as tokenised (length S); "seq" = the sequence entering layer 0
 (length S'). Batch size 1 only: a larger batch raises a clear error at prefill.
@@ -55,6 +62,7 @@ import torch
 
 from . import compat
 from .adapters import adapter_for
+from .encoder_reuse import EncoderReuse
 from .flops import decoder_prefill_flops, paper_prefill_flops
 from .methods import EntryContext, LayerContext, method_class
 from .presets import Preset
@@ -103,7 +111,7 @@ class PrefillState:
 class PruningHandle:
     """Hooks of one attachment. ``remove()`` restores the model exactly; also a context manager."""
 
-    def __init__(self, model, preset: Preset, method: str = "vitcop"):
+    def __init__(self, model, preset: Preset, method: str = "vitcop", *, encoder_reuse: bool = True):
         self.model = model
         self.preset = preset
         self.adapter = adapter_for(model)
@@ -125,6 +133,9 @@ class PruningHandle:
         self._expect_cache = True
         self._watch = Stopwatch(next(model.parameters()).device)
         self._n_observed: int | None = None  # identity: N seen at the last prefill (report only)
+        #: encoder reuse (each distinct temporal patch encoded once); None for identity presets or when off
+        self._reuse: EncoderReuse | None = None
+        self._encoder_reuse = encoder_reuse
         if self.method.is_identity:
             self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
             self._hooks.append(self.adapter.language_model.register_forward_pre_hook(self._observe, with_kwargs=True))
@@ -151,8 +162,24 @@ class PruningHandle:
 
     @seconds.setter
     def seconds(self, value: float) -> None:
-        self._watch.settle()
+        self._watch.reset()
         self._watch.seconds = value
+
+    @property
+    def seconds_by_tag(self) -> dict[str, float]:
+        """:attr:`seconds` split by where the work happened: ``encoder`` (Stage-I capture inside the vision
+        encoder), ``encoder_reuse`` (repeat detection and spreading around it), ``entry`` (the cut at the
+        LLM's door), ``layers`` (cuts and gathers in the decoder)."""
+        self._watch.settle()
+        return dict(self._watch.tags)
+
+    @property
+    def encoder_patches(self) -> tuple[int, int] | None:
+        """(total, encoded) temporal patches of the last prefill's vision-encoder calls (Qwen: temporal
+        patches / images; LLaVA-OneVision: frames / image crops): each distinct one is encoded once
+        (:mod:`pruning.encoder_reuse`). None when reuse is not attached (identity presets,
+        ``encoder_reuse=False``) or the last prefill ran no encoder."""
+        return None if self._reuse is None else self._reuse.encoder_patches
 
     def bind(self, inputs: dict) -> "PruningHandle":
         """Hand over processor outputs that token forming may need but ``generate`` does not pass to
@@ -163,8 +190,13 @@ class PruningHandle:
 
     def _register(self) -> None:
         ad, m = self.adapter, self.method
+        if self._encoder_reuse:  # first: the capture hooks below must see the call it shrank
+            self._reuse = EncoderReuse(self.model, adapter=ad, timed=lambda fn: self._watch.wrap(fn, "encoder_reuse"))
+            self._hooks += self._reuse.hooks
         if m.needs_encoder_capture:
-            self._hooks += ad.attach_encoder_capture(self._records, timed=self._watch.wrap)
+            self._hooks += ad.attach_encoder_capture(
+                self._records, timed=lambda fn: self._watch.wrap(fn, "encoder"), reuse=self._reuse
+            )
         self._hooks.append(self.model.register_forward_pre_hook(self._on_model, with_kwargs=True))
         self._hooks.append(ad.language_model.register_forward_pre_hook(self._on_lm_start, with_kwargs=True))
         self._hooks.append(ad.language_model.register_forward_hook(self._on_lm_end))
@@ -268,7 +300,7 @@ class PruningHandle:
             self._slice_decode_mask_2d(kwargs)
             return args, kwargs
         try:
-            with self._watch.span():
+            with self._watch.span("entry"):
                 self._enter(kwargs)
         finally:
             self._records.clear()
@@ -398,7 +430,7 @@ class PruningHandle:
             if layer < first_prune:  # before the first cut: the LM's own rope / mask already fit
                 state.layer_visual[layer] = state.n_visual_cur
                 return args, kwargs
-            with self._watch.span():
+            with self._watch.span("layers"):
                 hidden = compat.layer_hidden(args, kwargs)
                 if layer in self.method.prune_layers:
                     ctx = LayerContext(hidden, state.visual, self._keys, self._queries, self._rope)
@@ -529,9 +561,12 @@ class PruningHandle:
             flops_ratio=pruned / full,
             prefill_flops_paper=paper(seq),
             prefill_flops_paper_unpruned=paper([s] * L),
+            encoder_patches=None if self.encoder_patches is None else list(self.encoder_patches),
         )
 
 
-def attach(model, preset: Preset, method: str = "vitcop") -> PruningHandle:
-    """Attach ``method`` (default ViTCoP) with ``preset`` to ``model`` (one instance); removable."""
-    return PruningHandle(model, preset, method)
+def attach(model, preset: Preset, method: str = "vitcop", *, encoder_reuse: bool = True) -> PruningHandle:
+    """Attach ``method`` (default ViTCoP) with ``preset`` to ``model`` (one instance); removable.
+    ``encoder_reuse``: encode each distinct temporal patch once (non-identity methods; see the module
+    docstring); off gives the unmodified encoder path, for comparisons."""
+    return PruningHandle(model, preset, method, encoder_reuse=encoder_reuse)

@@ -23,6 +23,9 @@ class PruningReport:
     flops_ratio: float  # pruned / unpruned
     prefill_flops_paper: float = 0.0  # the paper's convention: sum_l 4nd^2 + 2n^2d + 3ndm (multiply-adds)
     prefill_flops_paper_unpruned: float = 0.0
+    # [total, encoded] temporal patches (LLaVA-OneVision: frames / crops) of the prefill's encoder calls: each
+    # distinct one is encoded once (pruning.encoder_reuse); None when reuse did not run (identity, text only)
+    encoder_patches: list[int] | None = None
 
 
 #: relative gap between requested and achieved layer-averaged ratio above which a run is flagged

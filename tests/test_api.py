@@ -67,6 +67,17 @@ SCHEMA = {
         "decode_tokens_per_s": (float, None),
         "pruning_s": float,
         "total_s": float,
+        "phases": {
+            "video_decode_s": float,
+            "preprocess_s": float,
+            "generate_setup_s": float,
+            "vision_encoder_s": float,
+            "pre_llm_s": float,
+            "llm_layers_s": float,
+            "pruning_s": float,
+            "first_token_s": float,
+            "total_s": float,
+        },
     },
     "memory": {
         "device": str,
@@ -88,6 +99,7 @@ SCHEMA = {
         "prefill_flops": float,
         "prefill_flops_unpruned": float,
         "flops_ratio": float,
+        "encoder_patches": ([int], None),
     },
     "generated_ids": [int],
     "warnings": [str],
@@ -182,8 +194,9 @@ def check_ask_dict(
     # timings: non-negative and consistent with one another (no wall-clock thresholds)
     t = d["timings"]
     for key, value in t.items():
-        if value is not None:
+        if value is not None and key != "phases":
             assert value >= 0, f"timings.{key} = {value}"
+    check_phases(t)
     assert t["model_load_s"] is None or t["model_load_s"] > 0
     assert t["ttft_s"] >= t["vision_encoder_s"] > 0
     assert t["ttft_s"] == pytest.approx(t["vision_encoder_s"] + t["prefill_s"], abs=1e-6)
@@ -224,6 +237,25 @@ def check_ask_dict(
     assert p["layer_averaged_ratio"] == pytest.approx(p["layer_averaged_visual"] / N)
     assert 0 < p["prefill_flops"] <= p["prefill_flops_unpruned"]
     assert p["flops_ratio"] == pytest.approx(p["prefill_flops"] / p["prefill_flops_unpruned"])
+    if p["encoder_patches"] is not None:  # [total, encoded]: each distinct temporal patch encoded once
+        total, encoded = p["encoder_patches"]
+        assert total >= encoded >= 1
+    else:
+        assert p["shallow_layer"] is None  # no reuse ran: the identity preset
+
+
+def check_phases(t: dict) -> None:
+    """``timings.phases``: non-negative, disjoint phases that add up to their total (within 5%), which is the
+    question's time up to the first token; pruning work is counted once, in ``pruning_s``."""
+    ph = t["phases"]
+    parts = {k: v for k, v in ph.items() if k != "total_s"}
+    assert all(v >= -1e-4 for v in parts.values()), parts  # residual phases: clock resolution only
+    assert sum(parts.values()) == pytest.approx(ph["total_s"], rel=0.05)
+    assert ph["total_s"] <= t["total_s"] + 1e-6
+    assert ph["video_decode_s"] == t["video_decode_s"] and ph["preprocess_s"] == t["preprocess_s"]
+    assert ph["pruning_s"] == pytest.approx(t["pruning_s"], abs=1e-6)
+    assert ph["vision_encoder_s"] <= t["vision_encoder_s"] + 1e-6
+    assert ph["llm_layers_s"] > 0
 
 
 def check_preset_none(d: dict) -> None:

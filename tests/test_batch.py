@@ -37,7 +37,7 @@ from vitcop_cli.batch import (
     run_batch,
 )
 from vitcop_cli.errors import InputError
-from vitcop_cli.result import AskResult, Timings, TokenCounts, VisualInfo
+from vitcop_cli.result import AskResult, PhaseTimes, Timings, TokenCounts, VisualInfo
 from vitcop_cli.runtime import MemoryReport
 from pruning.stats import PruningReport
 
@@ -334,7 +334,10 @@ class FakeSession:
             tokens=TokenCounts(prompt=n + 20, visual=n, generated=1),
             timings=Timings(model_load_s=None, video_decode_s=video_decode_s, preprocess_s=0.01, vision_encoder_s=0.0,
                             prefill_s=0.0, ttft_s=0.0, decode_s=0.0, decode_tokens_per_s=None, pruning_s=0.0,
-                            total_s=video_decode_s + 0.01),
+                            total_s=video_decode_s + 0.01,
+                            phases=PhaseTimes(video_decode_s=video_decode_s, preprocess_s=0.01, generate_setup_s=0.0,
+                                              vision_encoder_s=0.0, pre_llm_s=0.0, llm_layers_s=0.0, pruning_s=0.0,
+                                              first_token_s=0.0, total_s=video_decode_s + 0.01)),
             memory=MemoryReport(device="cpu"),
             pruning=PruningReport(preset=preset.name, method=method, n_visual=n, after_stage1=n, after_stage2=n,
                                   after_stage3=n, shallow_layer=None, deep_layer=None, layer_averaged_visual=kept,

@@ -150,6 +150,8 @@ ROW_SCHEMA = {
     "prefill_flops": float, "prefill_flops_unpruned": float, "flops_ratio": float,
     "vision_encoder_s": SPREAD, "prefill_s": SPREAD, "ttft_s": SPREAD,
     "decode_tokens_per_s": (float, None), "pruning_s": float, "peak_memory_bytes": (int, None),
+    "phases": {k: float for k in ("video_decode_s", "preprocess_s", "generate_setup_s", "vision_encoder_s",
+                                  "pre_llm_s", "llm_layers_s", "pruning_s", "first_token_s", "total_s")},
     "prefill_speedup": (float, None), "ttft_speedup": (float, None), "flops_speedup": float,
     "memory_ratio": (float, None),
     "answer": str, "generated_tokens": int, "matches_none": bool, "answers_consistent": bool,

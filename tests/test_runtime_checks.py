@@ -305,7 +305,7 @@ def test_layers_before_the_first_cut_do_no_timed_work(sessions, prepared, monkey
     where = {"layer": None}
     spans = []
     real = Stopwatch.span
-    monkeypatch.setattr(Stopwatch, "span", lambda self: (spans.append(where["layer"]), real(self))[1])
+    monkeypatch.setattr(Stopwatch, "span", lambda self, *tag: (spans.append(where["layer"]), real(self, *tag))[1])
 
     def entering(i):
         def hook(*_):

@@ -53,6 +53,21 @@ def _stages(p) -> str:
     return " → ".join(parts) if len(parts) > 1 else f"N {p.n_visual} (nothing pruned)"
 
 
+#: (label, field) of the phases of the time to the first token, in the order they happen
+PHASE_LABELS = (
+    ("video decode", "video_decode_s"), ("preprocess", "preprocess_s"), ("generate set-up", "generate_setup_s"),
+    ("encoder", "vision_encoder_s"), ("pre-LLM", "pre_llm_s"), ("LLM layers", "llm_layers_s"),
+    ("pruning", "pruning_s"), ("first token", "first_token_s"),
+)
+
+
+def _phases(ph) -> str:
+    """The phase breakdown in one wrapped cell: each phase's time and share of the total."""
+    total = ph.total_s or 1.0
+    parts = [f"{label} {_s(getattr(ph, key))} ({getattr(ph, key) / total:.0%})" for label, key in PHASE_LABELS]
+    return " · ".join(parts) + f" = {_s(ph.total_s)}"
+
+
 def render(result: "AskResult", console: Console) -> None:
     """A two-column table of everything ``ask`` measured."""
     r, v, t, m = result, result.visual, result.timings, result.memory
@@ -75,6 +90,10 @@ def render(result: "AskResult", console: Console) -> None:
     if p is not None:
         table.add_row("visual tokens", _stages(p))
         table.add_row("layer-averaged", f"{p.layer_averaged_visual:,.1f} visual tokens ({p.layer_averaged_ratio:.3f} of N)")
+        if p.encoder_patches is not None:
+            total, encoded = p.encoder_patches
+            table.add_row("encoder patches", f"{encoded} of {total} encoded" + (
+                f" ({total - encoded} repeated pixel-for-pixel: outputs reused)" if encoded < total else ""))
         table.add_row(
             "LLM prefill FLOPs",
             f"{_flops(p.prefill_flops)} vs {_flops(p.prefill_flops_unpruned)} unpruned ({p.flops_ratio:.3f}x)",
@@ -89,6 +108,8 @@ def render(result: "AskResult", console: Console) -> None:
     table.add_row("vision encoder", _s(t.vision_encoder_s))
     table.add_row("prefill (LLM)", _s(t.prefill_s))
     table.add_row("time to first token", _s(t.ttft_s))
+    if t.phases is not None:
+        table.add_row("  where it went", _phases(t.phases))
     rate = "-" if t.decode_tokens_per_s is None else f"{t.decode_tokens_per_s:.1f} tokens/s"
     table.add_row("decode", f"{_s(t.decode_s)} ({rate})")
     table.add_row("pruning overhead", _s(t.pruning_s))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from pruning.stats import PruningReport
 
+from .phase_times import PhaseTimes
 from .runtime import MemoryReport
 
 SCHEMA = "vitcop.ask/1"
@@ -55,6 +56,7 @@ class Timings:
     total_s: float
     # process start (interpreter, imports) to the model loaded; set by the CLI, None in library use
     startup_s: float | None = None
+    phases: PhaseTimes | None = None  # the time to the first token, phase by phase
 
 
 @dataclass

@@ -184,12 +184,22 @@ class FamilyAdapter:
         decoder layer ``layer`` (None: no additions)."""
         return None
 
+    # ---- encoder reuse (pruning.encoder_reuse) ---------------------------------------------
+    def encoder_reuse_hooks(self, reuse, timed=lambda fn: fn) -> list:
+        """Register the hooks that make the vision encoder encode each distinct temporal patch once:
+        a forward pre-hook that groups the call's pixels per attention unit (temporal patch / frame),
+        calls ``reuse.begin(...)`` and, when it says so, shrinks the call to the distinct groups; and a
+        forward hook returning ``reuse.finish(output)``. ``timed`` wraps both. Returns the handles."""
+        raise NotImplementedError(f"{type(self).__name__} does not support encoder reuse")
+
     # ---- Stage I -------------------------------------------------------------------------
-    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
+    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn, reuse=None) -> list:
         """Register hooks that append one :class:`EncoderRecord` per vision-encoder call.
 
         ``timed`` wraps the hooks that do scoring work, so the caller can count their time as pruning
-        overhead. Returns the hook handles (the caller removes them)."""
+        overhead. ``reuse``: the model's :class:`pruning.encoder_reuse.EncoderReuse`, attached *before*
+        these hooks, or None; records of a call it shrank are expanded to the full call, so they are the
+        records of the unmodified encoder. Returns the hook handles (the caller removes them)."""
         raise NotImplementedError
 
     def form_tokens(self, record: EncoderRecord, modality: str, extras: dict) -> TokenView:

@@ -10,6 +10,10 @@ Token forming uses the model's *own* functions on the captured per-patch channel
 ``pack_image_features`` (anyres crops, unpadding, interpolation, newline rows) for images, so
 scores and features line up with the LLM tokens exactly as the model forms them.
 
+Encoder reuse: SigLIP encodes each frame / crop alone (a batch row), so only distinct frames are
+encoded and every tower output (one leading row per frame) is spread back before pooling / packing; the
+Stage-I channels of a shrunk call are expanded the same way.
+
 Choices the spec leaves open (documented here):
 - The image-newline token (one per video, one per row of an image's anyres view) is structural:
   never pruned, never counted as visual.
@@ -63,7 +67,31 @@ class LlavaOnevisionAdapter(FamilyAdapter):
         # hidden_states has len(layers) + 1 entries; entry k is the output of layer k - 1.
         return layers[feature_layer % (len(layers) + 1) - 1].self_attn
 
-    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
+    def encoder_reuse_hooks(self, reuse, timed=lambda fn: fn) -> list:
+        """Groups = the frames / image crops of a SigLIP call (one row each along dim 0, attended alone);
+        a shrunk call gets the distinct ones, and every output (``last_hidden_state``, ``hidden_states``,
+        ``pooler_output``: one leading row per frame) is spread back before the model pools / packs."""
+        tower = self.vision_encoder
+        slots = (compat.SIGLIP_PIXELS,)
+
+        def shrink(_module, args, kwargs):
+            pixels = compat.call_input(args, kwargs, compat.SIGLIP_PIXELS)
+            sizes = [1] * pixels.shape[0]
+            call = reuse.begin(pixels, sizes, None, args, kwargs, compat.other_tensor_inputs(args, kwargs, slots))
+            if not call.shrunk:
+                return None
+            distinct = pixels.index_select(0, call.plan.encoded_rows(pixels.device))
+            return compat.call_with(args, kwargs, compat.SIGLIP_PIXELS, distinct)
+
+        def spread(_module, _args, output):
+            return reuse.finish(output)
+
+        return [
+            tower.register_forward_pre_hook(timed(shrink), with_kwargs=True),
+            tower.register_forward_hook(timed(spread)),
+        ]
+
+    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn, reuse=None) -> list:
         attn = self._saliency_block()
         pending: dict = {}
 
@@ -77,7 +105,10 @@ class LlavaOnevisionAdapter(FamilyAdapter):
             frame_of_patch = torch.arange(b, device=k.device).repeat_interleave(p)
             split = lambda x: x.reshape(b * p, heads, -1).transpose(0, 1)  # noqa: E731  (H, B*P, d)
             scores = pseudo_cls_attention(split(q), split(k), frame_of_patch, scale=attn.scale).reshape(b, p, 1)
-            records.append(EncoderRecord({"channels": torch.cat([scores, k.float()], dim=-1)}))  # (B, P, 1 + D)
+            channels = torch.cat([scores, k.float()], dim=-1)  # (B, P, 1 + D)
+            if reuse is not None:  # a shrunk call: each distinct frame's channels back to every repeat
+                channels = reuse.expand(channels)
+            records.append(EncoderRecord({"channels": channels}))
 
         return [attn.q_proj.register_forward_hook(on_q), attn.k_proj.register_forward_hook(timed(on_k))]
 

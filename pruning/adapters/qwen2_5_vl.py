@@ -17,6 +17,11 @@ Stage I (choices, per the spec's "the block that feeds the projector"):
   back into the original token order with ``argsort(window_index)`` — the model's own restoring step —
   so they line up with the LLM's placeholder tokens. ``window_index`` comes from ``compat``.
 
+Encoder reuse: windows never cross a temporal patch and ``window_index`` orders the patches temporal-
+patch-major with the same in-patch permutation for every patch, so a call shrunk to its distinct temporal
+patches gives each patch the same window layout; ``last_hidden_state`` (left in window order by the
+model) and ``pooler_output`` (restored) are both temporal-patch-major and spread back per patch.
+
 Language model: Qwen2 with M-RoPE, as Qwen2-VL. Temporal positions are scaled by
 ``second_per_grid_ts`` (``tokens_per_second`` x seconds per temporal patch); the position ids the language
 model receives are computed from the unpruned prompt, so every kept token keeps its original (t, h, w)

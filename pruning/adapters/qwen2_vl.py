@@ -11,12 +11,20 @@ Language model: ``model.model.language_model`` (Qwen2 decoder with M-RoPE). Its 
 3-component position ids computed from the *unpruned* prompt (``get_rope_index``), so gathering
 them keeps every surviving token at its original (t, h, w) position; ``rope_deltas`` stay untouched.
 
+Encoder reuse (:mod:`pruning.encoder_reuse`): a temporal patch is h * w consecutive patch rows of the
+call and its own attention unit, its rotary positions depend on (h, w) only, so the distinct patches are
+encoded as a grid of (distinct patches, h, w) per input and every output (patch rows, merged tokens) is
+spread back per temporal patch; the Stage-I record of a shrunk call is expanded the same way, with frame
+ids and grid positions from the full grid.
+
 Subclasses (Qwen2.5-VL, Qwen3-VL) reuse all of this and override only what differs: ``vision_rotary``,
 ``saliency_block`` (the block feeding the merger), ``encoder_order`` (an encoder that runs its blocks
 in another token order, e.g. Qwen2.5-VL's windows), ``q_proj`` / ``k_proj`` and ``processor_kwargs``.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import torch
 
@@ -61,7 +69,45 @@ class Qwen2VLAdapter(FamilyAdapter):
         block outputs at merge-unit ``i`` belong to original token ``order[i]``. None = original order."""
         return None
 
-    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn) -> list:
+    def encoder_reuse_hooks(self, reuse, timed=lambda fn: fn) -> list:
+        """Groups = temporal patches (h * w consecutive patch rows each, an image is one), keyed by (h, w);
+        a shrunk call gets the distinct patches' rows and a grid of (distinct patches, h, w) per input
+        (inputs left with none dropped). Within one temporal patch the rows, windows (Qwen2.5-VL) and the
+        merger's groups keep their order, so every output — one row per patch or per merged token, nothing
+        else is accepted — is temporal-patch-major and spreads back."""
+        visual = self.vision_encoder
+        merge = visual.spatial_merge_size
+        slots = (compat.QWEN_VISION_PIXELS, compat.QWEN_VISION_GRID)
+
+        def shrink(_module, args, kwargs):
+            pixels = compat.call_input(args, kwargs, compat.QWEN_VISION_PIXELS)
+            grid = compat.call_input(args, kwargs, compat.QWEN_VISION_GRID)
+            per_input = [tuple(int(v) for v in row) for row in grid.tolist()]
+            sizes = [h * w for t, h, w in per_input for _ in range(t)]
+            keys = [(h, w) for t, h, w in per_input for _ in range(t)]
+            declined = compat.other_tensor_inputs(args, kwargs, slots)
+            call = reuse.begin(pixels, sizes, keys, args, kwargs, declined, scales=(1, Fraction(1, merge * merge)))
+            if not call.shrunk:
+                return None
+            input_of = [i for i, (t, _, _) in enumerate(per_input) for _ in range(t)]
+            kept = [sum(input_of[g] == i for g in call.plan.encoded) for i in range(len(per_input))]
+            new_grid = torch.tensor(
+                [[n, h, w] for n, (_, h, w) in zip(kept, per_input) if n], dtype=grid.dtype, device=grid.device
+            )
+            args, kwargs = compat.call_with(
+                args, kwargs, compat.QWEN_VISION_PIXELS, pixels.index_select(0, call.plan.encoded_rows(pixels.device))
+            )
+            return compat.call_with(args, kwargs, compat.QWEN_VISION_GRID, new_grid)
+
+        def spread(_module, _args, output):
+            return reuse.finish(output)
+
+        return [
+            visual.register_forward_pre_hook(timed(shrink), with_kwargs=True),
+            visual.register_forward_hook(timed(spread)),
+        ]
+
+    def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn, reuse=None) -> list:
         visual = self.vision_encoder
         block = self.saliency_block().attn
         merge = visual.spatial_merge_size
@@ -70,14 +116,21 @@ class Qwen2VLAdapter(FamilyAdapter):
 
         def on_visual(_module, args, kwargs):
             call.clear()
-            call["grid"] = compat.qwen_vision_grid(args, kwargs)
+            call["grid"] = compat.qwen_vision_grid(args, kwargs)  # the call the encoder runs (maybe shrunk)
             call["call"] = (args, dict(kwargs))  # the encoder order is computed in the timed hook below
+            original = reuse.original_call() if reuse is not None else None  # before encoder reuse shrank it
+            call["full_grid"] = compat.qwen_vision_grid(*original) if original is not None else call["grid"]
 
         def on_attn(_module, _args, kwargs):
             call["rope"], call["cu_seqlens"] = compat.qwen_vision_attn_inputs(kwargs)
 
         def on_qkv(_module, _args, output):
             n = output.shape[0]
+            if n != int(call["grid"].prod(-1).sum()):
+                raise RuntimeError(
+                    f"the Stage-I capture saw an encoder call of {int(call['grid'].prod(-1).sum())} patches but the "
+                    f"saliency block ran on {n}: encoder reuse must be attached before the capture hooks"
+                )
             q, keys, _ = output.reshape(n, 3, block.num_heads, -1).unbind(1)  # (n, H, d) each, before rotary
             cos, sin = call["rope"]
             q, k = rotate(q, keys, cos, sin)
@@ -93,13 +146,15 @@ class Qwen2VLAdapter(FamilyAdapter):
             if order is not None:  # back to the original token order, as the model restores its merger output
                 restore = torch.argsort(order.to(q.device))
                 saliency, features = saliency[restore], features[restore]
+            if reuse is not None:  # a shrunk call: each distinct temporal patch's tokens back to every repeat
+                saliency, features = reuse.expand(saliency), reuse.expand(features)
             records.append(
                 EncoderRecord(
                     {
                         "saliency": saliency,
-                        "frame_ids": self._frame_ids(call["grid"], merge, q.device),
+                        "frame_ids": self._frame_ids(call["full_grid"], merge, q.device),
                         "features": features,
-                        "grid_positions": self._grid_positions(call["grid"], merge, q.device),
+                        "grid_positions": self._grid_positions(call["full_grid"], merge, q.device),
                     }
                 )
             )

@@ -7,6 +7,10 @@ in ``deepstack_visual_indexes`` additionally feed the DeepStack mergers. Stage I
 block, one pseudo-CLS query per ``cu_seqlens`` unit (= temporal patch / image) over its rotary-embedded
 q / k, scores summed per merge group; VIC features = that block's keys before rotary, merge-group mean.
 
+Encoder reuse: the learned position embeddings are interpolated per (h, w) and repeated over t (rotary
+per (h, w) too), so encoding a subset of temporal patches as a (t', h, w) grid gives each the same
+output; the DeepStack features (one merged-token row per layer) are spread back with the main output.
+
 Language model: Qwen3 decoder (``q_norm`` / ``k_norm`` on each head before the rotary embedding) with
 *interleaved* M-RoPE. The position ids it receives come from the unpruned prompt (``get_rope_index``:
 video frames are split one temporal patch at a time, each preceded by its ``<t seconds>`` timestamp

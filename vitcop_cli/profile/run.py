@@ -30,7 +30,8 @@ Contract:
 - ``to_dict()`` starts with ``"schema": "vitcop.profile/1"`` (:data:`SCHEMA`).
 - Accuracy (``--answers``): :mod:`vitcop_cli.profile.answers` fills ``accuracy`` (with
   ``answers_correct`` / ``answers_total``) per row after the timed runs; ``None`` without it.
-- :func:`to_csv` writes one line per row (nested spreads flattened to ``*_median/_min/_max``).
+- :func:`to_csv` writes one line per row (nested spreads flattened to ``*_median/_min/_max``, the phase
+  medians to ``phases_*``).
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from __future__ import annotations
 import csv
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence, TextIO
 
 from ..options import check_run_options, unique_names
+from ..phase_times import PhaseTimes
 
 SCHEMA = "vitcop.profile/1"
 RATIO_WARNING = "layer-averaged ratio"  # the phrase the library's budget-miss warning carries
@@ -105,6 +107,7 @@ class ProfileRow:
     ttft_s: Spread  # vision encoder + prefill
     decode_tokens_per_s: float | None  # median; None when every run stopped after one token
     pruning_s: float  # median time inside the pruning hooks
+    phases: PhaseTimes  # median of each phase of the time to the first token over the measured runs
     peak_memory_bytes: int | None  # CUDA: max allocated over the row's runs; None on CPU
     # against the baseline
     prefill_speedup: float | None  # median prefill(none) / median prefill(row)
@@ -165,7 +168,8 @@ class ProfileResult:
         """The inverse of :meth:`to_dict` (e.g. to re-render or re-plot a saved ``--json``)."""
         d = {k: v for k, v in d.items() if k != "schema"}
         spreads = ("vision_encoder_s", "prefill_s", "ttft_s")
-        rows = [ProfileRow(**{k: Spread(**v) if k in spreads else v for k, v in r.items()}) for r in d["rows"]]
+        nested = {**dict.fromkeys(spreads, Spread), "phases": PhaseTimes}
+        rows = [ProfileRow(**{k: nested[k](**v) if k in nested else v for k, v in r.items()}) for r in d["rows"]]
         return cls(**{**d, "rows": rows})
 
     def row(self, method: str, preset: str) -> ProfileRow:
@@ -301,6 +305,13 @@ def _spread(values: list[float]) -> Spread:
     return Spread(median=statistics.median(values), min=min(values), max=max(values), values=list(values))
 
 
+def _median_phases(runs):
+    """The median of each phase of the time to the first token over ``runs`` (AskResults)."""
+    return PhaseTimes(**{
+        f.name: statistics.median(getattr(r.timings.phases, f.name) for r in runs) for f in fields(PhaseTimes)
+    })
+
+
 def _ratio(num: float | None, den: float | None) -> float | None:
     return None if num is None or not den else num / den
 
@@ -336,6 +347,7 @@ def _reduce(method, preset, target_ratio, runs, ids, baseline, cuda: bool) -> Pr
         ttft_s=ttft,
         decode_tokens_per_s=statistics.median(rates) if rates else None,
         pruning_s=statistics.median(r.timings.pruning_s for r in runs),
+        phases=_median_phases(runs),
         peak_memory_bytes=peak,
         prefill_speedup=1.0 if base_row is None else _ratio(base_row.prefill_s.median, prefill.median),
         ttft_speedup=1.0 if base_row is None else _ratio(base_row.ttft_s.median, ttft.median),
@@ -351,7 +363,8 @@ def _reduce(method, preset, target_ratio, runs, ids, baseline, cuda: bool) -> Pr
 
 # ---- machine-readable output ---------------------------------------------------------------
 def csv_columns(row: ProfileRow) -> dict:
-    """A row flattened for CSV: ``Spread`` fields become ``<name>_median/_min/_max`` (values dropped)."""
+    """A row flattened for CSV: ``Spread`` fields become ``<name>_median/_min/_max`` (values dropped), the
+    phases ``phases_<phase>``."""
     out = {}
     for key, value in asdict(row).items():
         if isinstance(value, dict):

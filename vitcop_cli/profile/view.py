@@ -113,3 +113,24 @@ def render_profile(result, console: Console) -> None:
     notes += [f"[yellow]warning:[/] {escape(w)}" for w in result.warnings if RATIO_WARNING not in w]
     for note in notes:
         console.print(note, highlight=False)
+    console.print(_phase_table(result, t, unit))
+
+
+def _phase_table(result, t, unit: str):
+    """Where each row's time to the first token went (medians): the generate() part of the phases, pruning
+    work taken out of the phase it ran in and shown once (``timings.phases`` of ask)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"time to first token by phase, {unit} (medians)", title_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, show_edge=False)
+    for col in ("row", "encoder", "pre-LLM", "LLM layers", "pruning", "set-up + 1st token", "sum"):
+        table.add_column(col, justify="left" if col == "row" else "right", overflow="fold")
+    for r in result.rows:
+        ph = r.phases
+        other = ph.generate_setup_s + ph.first_token_s
+        parts = (ph.vision_encoder_s, ph.pre_llm_s, ph.llm_layers_s, ph.pruning_s, other)
+        label = "none" if r.method == "none" else f"{r.preset} {r.method}"
+        table.add_row(escape(label), *(t(x) for x in parts), t(sum(parts)))
+    return table
+

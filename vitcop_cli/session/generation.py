@@ -3,9 +3,10 @@
 Contract: :class:`GenerationMixin` gives ``Session`` its :meth:`~GenerationMixin.generate`, which
 checks the preset against the model's depth, the method, the options and the prompt length, then
 runs ``model.generate`` with the preset attached and returns an
-:class:`~vitcop_cli.result.AskResult`: the answer, token counts, the pruning report, timings (every
-clock read on :class:`~vitcop_cli.runtime.Clock`, which synchronises CUDA first; the vision
-encoder and the end of the first forward timed by :class:`ForwardTimer`'s hooks) and peak memory.
+:class:`~vitcop_cli.result.AskResult`: the answer, token counts, the pruning report, timings (the
+start and end of ``generate``, the vision encoder, the end of the first forward and the phases of the
+time to the first token, all marked by :class:`~vitcop_cli.session.phases.PhaseTimer` on one timeline:
+CUDA events resolved by one synchronisation after ``generate``) and peak memory.
 A random-weight demo model's result is flagged (``demo_model``) and carries a warning saying so.
 """
 
@@ -25,12 +26,12 @@ from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
 from ..errors import RuntimeFailure
 from ..options import check_generation_options
 from ..result import AskResult, TokenCounts, Timings, VisualInfo
-from ..runtime import Clock
 from ..streaming import CallbackStreamer
 from .choices import check_method
+from .phases import PhaseTimer
 from .prompting import Prepared
 
-__all__ = ["ForwardTimer", "GenerationMixin", "demo_warning"]
+__all__ = ["GenerationMixin", "demo_warning"]
 
 
 def demo_warning(name: str) -> str:
@@ -43,7 +44,7 @@ def demo_warning(name: str) -> str:
 
 class GenerationMixin:
     """``Session``'s generation side; needs ``model``, ``processor``, ``adapter``, ``device``, ``name``,
-    ``demo_model``, ``_clock``, ``_memory`` and the checks of ``Session`` / :mod:`.prompting`."""
+    ``demo_model``, ``_memory`` and the checks of ``Session`` / :mod:`.prompting`."""
 
     def generate(
         self,
@@ -79,18 +80,19 @@ class GenerationMixin:
             from transformers import StoppingCriteriaList
 
             stopping["stopping_criteria"] = StoppingCriteriaList(stopping_criteria)
-        timer = ForwardTimer(self.model, self.adapter.vision_encoder, self._clock)
+        timer = PhaseTimer(self.model, self.adapter, self.device)
         if seed is not None:
             torch.manual_seed(seed)  # seeds CUDA / MPS generators too
         self._memory.reset()
         try:
             with attach(self.model, preset, method) as handle, timer:
                 handle.bind(prepared.inputs)
-                started = self._clock.now()
+                timer.mark("start")
                 output = self.model.generate(
                     **prepared.inputs, max_new_tokens=max_new_tokens, streamer=streamer, **sampling, **stopping
                 )
-                finished = self._clock.now()
+                timer.mark("end")
+            timer.settle()
             pruning_report = handle.report(prepared.inputs["input_ids"])
         except torch.cuda.OutOfMemoryError as exc:
             raise RuntimeFailure(
@@ -108,8 +110,7 @@ class GenerationMixin:
         prompt_len = prepared.inputs["input_ids"].shape[1]
         generated = output[0, prompt_len:].tolist()
         answer = self.processor.tokenizer.decode(generated, skip_special_tokens=True).strip()
-        ttft = timer.first_forward_end - started
-        decode_s = finished - timer.first_forward_end
+        ttft, decode_s = timer.ttft_s, timer.decode_s
         visual = prepared.visual
         n_visual = int(self.adapter.visual_mask(prepared.inputs["input_ids"]).sum())
         return AskResult(
@@ -145,7 +146,11 @@ class GenerationMixin:
                 decode_s=decode_s,
                 decode_tokens_per_s=(len(generated) - 1) / decode_s if len(generated) > 1 and decode_s > 0 else None,
                 pruning_s=handle.seconds,
-                total_s=video_decode_s + prepared.preprocess_s + (finished - started),
+                total_s=video_decode_s + prepared.preprocess_s + ttft + decode_s,
+                phases=timer.phases(
+                    video_decode_s=video_decode_s, preprocess_s=prepared.preprocess_s,
+                    pruning=handle.seconds_by_tag,
+                ),
             ),
             memory=memory,
             pruning=pruning_report,
@@ -170,36 +175,3 @@ def _versions() -> dict[str, str]:
     from .. import __version__
 
     return {"vitcop": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
-
-
-class ForwardTimer:
-    """Times the vision encoder and the end of the model's first forward (prefill) via hooks."""
-
-    def __init__(self, model, vision_encoder, clock: Clock):
-        self.model, self.vision_encoder, self.clock = model, vision_encoder, clock
-        self.vision_s = 0.0
-        self.first_forward_end: float | None = None
-        self._handles: list = []
-
-    def __enter__(self):
-        def vision_start(*_):
-            self._vision_started = self.clock.now()
-
-        def vision_end(*_):
-            self.vision_s += self.clock.now() - self._vision_started
-
-        def forward_end(*_):
-            if self.first_forward_end is None:
-                self.first_forward_end = self.clock.now()
-
-        self._handles = [
-            self.vision_encoder.register_forward_pre_hook(vision_start),
-            self.vision_encoder.register_forward_hook(vision_end),
-            self.model.register_forward_hook(forward_end),
-        ]
-        return self
-
-    def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        return False
