@@ -303,7 +303,6 @@ def _build_qwen3_vl(size: str, moe: bool = False):
     into the first LLM layers (three of them, as released), interleaved M-RoPE, head_dim with q/k norms.
     ``moe``: Qwen3-VL-MoE (``qwen3_vl_moe``: the same model with 8 experts, 2 active, per MLP)."""
     import transformers
-    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     config_class, model_class = (
         (transformers.Qwen3VLMoeConfig, transformers.Qwen3VLMoeForConditionalGeneration) if moe
@@ -334,15 +333,21 @@ def _build_qwen3_vl(size: str, moe: bool = False):
         tie_word_embeddings=True,
         **_qwen_ids(tokenizer),
     )
-    model = model_class(config)
+    return model_class(config), _qwen3_processor(tokenizer)
+
+
+def _qwen3_processor(tokenizer):
+    """The Qwen3-VL processor of the dev models (Qwen3-VL and Qwen3.5 alike): 16-pixel patches, 2x2 merge,
+    64*64 .. 32*32*256 pixels per image / frame, the Qwen3 chat template."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
     pixels = {"shortest_edge": 64 * 64, "longest_edge": 32 * 32 * 256}
-    processor = Qwen3VLProcessor(
+    return Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=16, merge_size=2),
         video_processor=Qwen3VLVideoProcessor(size=pixels, patch_size=16, merge_size=2),
         tokenizer=tokenizer,
         chat_template=QWEN3_CHAT_TEMPLATE,
     )
-    return model, processor
 
 
 _BUILDERS = {

@@ -22,9 +22,8 @@ LAYERS = 12
 
 def build_qwen3_5(size: str, moe: bool = False):
     import transformers
-    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
-    from .devmodels import LM_SHAPES, QWEN3_CHAT_TEMPLATE, QWEN_SPECIALS, VISION_DEPTH, _qwen_ids, _qwen_vision_config
+    from .devmodels import LM_SHAPES, QWEN_SPECIALS, VISION_DEPTH, _qwen3_processor, _qwen_ids, _qwen_vision_config
     from .devmodels import _text_config, _train_tokenizer, _vocab_size
 
     config_class, model_class = (
@@ -73,12 +72,4 @@ def build_qwen3_5(size: str, moe: bool = False):
         tie_word_embeddings=True,
         **_qwen_ids(tokenizer),
     )
-    model = model_class(config)
-    pixels = {"shortest_edge": 64 * 64, "longest_edge": 32 * 32 * 256}
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(size=pixels, patch_size=16, merge_size=2),
-        video_processor=Qwen3VLVideoProcessor(size=pixels, patch_size=16, merge_size=2),
-        tokenizer=tokenizer,
-        chat_template=QWEN3_CHAT_TEMPLATE,
-    )
-    return model, processor
+    return model_class(config), _qwen3_processor(tokenizer)
