@@ -4,7 +4,7 @@ What it measures (details and how to read the table: ``benchmarks/README.md``):
 
 * A mid-size random-weight Qwen2-VL (``vitcop_cli.devmodels`` size ``bench``: LM hidden 1024,
   12 layers, 16 heads / 2 KV heads, MLP 2816), built once into a cache folder; ``--family`` picks
-  another family's bench model (e.g. ``qwen2_5_vl``, ``qwen3_vl`` — the latter needs ``--frames 44``).
+  another family's bench model (e.g. ``qwen2_5_vl``, ``qwen3_vl``, ``qwen3_5`` — the last two need ``--frames 44``).
 * One clip (default ``samples/bounce.mp4``, 448x336, 32 frames -> 16 temporal patches x 192 tokens
   = 3072 visual tokens), decoded and prepared once.
 * Per preset (``none``, ``1_3``, ``2_9``, ``1_9``): one forward pass
@@ -39,6 +39,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -296,6 +297,14 @@ def profile_prefill(session, inputs, preset: str, rows: int) -> None:
 
 
 # ---- statistics / printing ---------------------------------------------------------------
+def _hybrid(shape) -> str:
+    """For a hybrid LLM: which layers are full attention (the others Gated DeltaNet)."""
+    if not shape.layer_types:
+        return ""
+    full = [i for i, t in enumerate(shape.layer_types) if t == "full_attention"]
+    return f"; hybrid: full attention at layers {full}, the rest linear attention"
+
+
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
 
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     session = api.load(str(model_path), device="cpu", offline=True)
     shape = session.adapter.lm_shape()
     print(f"LLM: hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads / {shape.kv_heads} KV heads, "
-          f"MLP {shape.intermediate}; dtype {str(session.dtype).replace('torch.', '')}, "
+          f"MLP {shape.intermediate}{_hybrid(shape)}; dtype {str(session.dtype).replace('torch.', '')}, "
           f"attention {session.attn_implementation}")
     if shape.hidden < 1024 or shape.layers < 12:
         print("note: this LLM is smaller than the issue's benchmark model (hidden >= 1024, >= 12 layers)")
@@ -469,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         payload = {
-            "machine": machine, "model": str(model_path), "lm_shape": shape.__dict__,
+            "machine": machine, "model": str(model_path), "lm_shape": dataclasses.asdict(shape),
             "clip": str(args.clip), "frames": len(visual.timestamps), "grid_thw": grid_list,
             "prompt_tokens": int(inputs["input_ids"].shape[1]), "n_visual": n_visual,
             "repeat": args.repeat, "max_foreign": args.max_foreign, "disturbed_runs": disturbed,

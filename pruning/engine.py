@@ -56,17 +56,16 @@ Index spaces: "orig" = the prompt as tokenised (length S); "seq" = the sequence 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
-from . import compat
+from . import compat, survivors
 from .adapters import adapter_for
 from .encoder_reuse import EncoderReuse
-from .flops import decoder_prefill_flops, paper_prefill_flops
 from .methods import EntryContext, LayerContext, method_class
+from .prefill_report import build_report
 from .presets import Preset
 from .stats import PruningReport
+from .survivors import PrefillState
 from .timing import Stopwatch
 from .verify import PruningNotApplied, UnsupportedGeneration, check_prefill, fail
 
@@ -74,38 +73,6 @@ __all__ = ["PruningHandle", "PruningNotApplied", "UnsupportedGeneration", "attac
 
 # Processor outputs that an adapter's token forming may need besides the encoder's own inputs.
 EXTRA_INPUTS = ("image_sizes", "batch_num_images", "video_grid_thw")
-
-
-@dataclass
-class PrefillState:
-    """Bookkeeping of one prefill (see the module docstring for the index spaces)."""
-
-    prompt_len: int
-    n_visual: int  # N
-    kept_orig: torch.Tensor  # (S',) orig index of each layer-0 token
-    cur: torch.Tensor  # (S_cur,) seq index of each token currently in the decoder
-    visual: torch.Tensor  # (S_cur,) bool: current token is a prunable visual token
-    n_visual_cur: int = 0  # visual tokens currently in the decoder (host copy of visual.sum())
-    layer_cols: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> seq indices it cached
-    layer_visual: dict[int, int] = field(default_factory=dict)  # layer -> visual tokens it processed
-    layer_seen: set = field(default_factory=set)  # layers whose prefill hook ran
-    mixed: dict[int, int] = field(default_factory=dict)  # linear-attention layer -> tokens its mixer processed
-    written: dict = field(default_factory=dict)  # prune layer -> ((R,) seq indices, (R, D) values) it wrote
-    stages: list[tuple[int, int]] = field(default_factory=list)  # (layer, visual tokens from there on);
-    # layer 0 = after the entry cut, then one row per prune layer of the method (even if it kept all)
-    gathered: dict | None = None  # rope / mask gathered for the current survivors
-    visual_idx: torch.Tensor | None = None  # (n_visual_cur,) current positions of the visual tokens
-    additions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (n_visual_cur, D) rows to add
-    # after that layer (DeepStack), gathered to the survivors; a merged token carries its anchor's row
-    decoded: int = 0  # tokens appended by decode steps since the prefill
-    cache_lengths: list[int] | None = None  # per layer, as transformers' cache reported after the prefill
-    left_cache: bool = False  # the prefill returned a KV cache (decode steps must then pass one back)
-
-    def cached(self, layer: int) -> torch.Tensor:
-        """Seq indices of the tokens layer ``layer`` processed (and holds in its KV cache)."""
-        if layer in self.layer_cols:
-            return self.layer_cols[layer]
-        return torch.arange(self.kept_orig.numel(), device=self.kept_orig.device)
 
 
 class PruningHandle:
@@ -132,7 +99,7 @@ class PruningHandle:
         self._uncached_ids: torch.Tensor | None = None  # prompt of the last use_cache=False forward
         self._expect_cache = True
         self._watch = Stopwatch(next(model.parameters()).device)
-        self._n_observed: int | None = None  # identity: N seen at the last prefill (report only)
+        self.n_observed: int | None = None  #: identity: N seen at the last prefill (for the report)
         #: encoder reuse (each distinct temporal patch encoded once); None for identity presets or when off
         self._reuse: EncoderReuse | None = None
         self._encoder_reuse = encoder_reuse
@@ -254,7 +221,7 @@ class PruningHandle:
     def _observe(self, _module, _args, kwargs):
         """Identity presets: count the prunable visual tokens for the report; change nothing."""
         if compat.cache_length(compat.find_cache(kwargs), self._ref_layer) == 0 and self._input_ids is not None:
-            self._n_observed = self.adapter.prunable_positions(self._input_ids, kwargs[compat.INPUTS_EMBEDS]).numel()
+            self.n_observed = self.adapter.prunable_positions(self._input_ids, kwargs[compat.INPUTS_EMBEDS]).numel()
 
     def _mixer_counter(self, layer: int):
         """Record how many tokens a linear-attention mixer really processed in the prefill (run-time check)."""
@@ -436,14 +403,14 @@ class PruningHandle:
                     ctx = LayerContext(hidden, state.visual, self._keys, self._queries, self._rope)
                     choice = self.method.at_layer(layer, ctx)
                     if choice is not None:
-                        hidden = self._shrink(state, hidden, choice)
+                        hidden = survivors.shrink(state, hidden, choice)
                         if choice.values is not None:  # merged tokens: (seq index, value) for reports / oracles
                             state.written[layer] = (state.cur[state.visual_idx], choice.values)
                     state.stages.append((layer, state.n_visual_cur))
                 if state.gathered is None or state.gathered["len"] != state.cur.numel():
-                    state.gathered = self._gather_rope(state, kwargs, layer)
+                    state.gathered = survivors.gather_rope(state, kwargs, layer)
                 kwargs[compat.ROPE] = state.gathered["rope"]
-                kwargs[compat.MASK] = self._gathered_mask(state, kwargs.get(compat.MASK))
+                kwargs[compat.MASK] = survivors.gathered_mask(state, kwargs.get(compat.MASK))
                 state.layer_cols[layer] = state.cur
                 state.layer_visual[layer] = state.n_visual_cur
                 return compat.with_layer_hidden(args, kwargs, hidden)
@@ -472,97 +439,11 @@ class PruningHandle:
         kwargs[compat.MASK] = mask[..., torch.cat([cols, torch.arange(s, mask.shape[-1], device=mask.device)])]
         return args, kwargs
 
-    @staticmethod
-    def _shrink(state: PrefillState, hidden: torch.Tensor, choice) -> torch.Tensor:
-        """Keep non-visual tokens and the chosen visual ones (order kept); write merged values."""
-        vis = state.visual.nonzero().flatten().to(hidden.device)
-        chosen = vis[choice.keep.to(hidden.device)]
-        keep_local, _ = torch.cat([(~state.visual).nonzero().flatten().to(hidden.device), chosen]).sort()
-        new_hidden = hidden[:, keep_local]
-        if choice.values is not None:
-            new_hidden[0, torch.searchsorted(keep_local, chosen)] = choice.values.to(new_hidden.dtype)
-        state.cur = state.cur[keep_local.to(state.cur.device)]
-        state.visual = state.visual[keep_local.to(state.visual.device)]
-        state.n_visual_cur = choice.keep.numel()
-        state.visual_idx = state.visual.nonzero().flatten()
-        state.additions = {layer: rows[choice.keep.to(rows.device)] for layer, rows in state.additions.items()}
-        return new_hidden
-
-    @staticmethod
-    def _gather_rope(state: PrefillState, kwargs, layer: int) -> dict:
-        """Rotary embeddings gathered to the current survivors (shared by every layer until the next cut);
-        masks are gathered per source mask (a hybrid model gives its layer types different masks)."""
-        cur = state.cur
-        cos, sin = compat.layer_rope(kwargs, layer)
-        rope = (cos.index_select(-2, cur.to(cos.device)), sin.index_select(-2, cur.to(sin.device)))
-        return {"len": cur.numel(), "rope": rope, "masks": {}}
-
-    @staticmethod
-    def _gathered_mask(state: PrefillState, mask):
-        """``mask`` (the full-prompt mask a layer received, 2-D or 4-D, or None) gathered to the survivors;
-        computed once per source mask and length."""
-        if not isinstance(mask, torch.Tensor):
-            return mask
-        masks = state.gathered["masks"]
-        if id(mask) not in masks:
-            c = state.cur.to(mask.device)
-            out = mask.index_select(-1, c)
-            if out.ndim == 4:
-                out = out.index_select(-2, c)
-            masks[id(mask)] = (mask, out)  # the source is kept so that its id stays unique
-        return masks[id(mask)][1]
-
     # ---- report --------------------------------------------------------------------------
     def report(self, input_ids: torch.Tensor) -> PruningReport:
-        """Stage counts, layer-averaged visual tokens, measured cache lengths and prefill FLOPs of the
-        last prefill, which must be the prefill of ``input_ids`` (1, S): a non-identity method on a prompt
-        with visual tokens and no verified prefill of that prompt raises ``PruningNotApplied``."""
-        L, s = self.shape.layers, input_ids.shape[1]
-        st = self.last
-        has_visual = bool(self.adapter.visual_mask(input_ids).any())
-        if not self.method.is_identity and has_visual and (
-            st is None or st.prompt_len != s or st.cache_lengths is None
-        ):
-            raise fail("no pruned prefill was recorded for this prompt: the engine's hooks did not see it")
-        if st is None:  # nothing was pruned (identity preset or no visual tokens)
-            n = self._n_observed if self._n_observed is not None else int(self.adapter.visual_mask(input_ids).sum())
-            seq, visual, stages = [s] * L, [n] * L, []
-        else:
-            n = st.n_visual
-            seq = list(st.cache_lengths)
-            visual = [st.layer_visual.get(layer, st.stages[0][1]) for layer in range(L)]
-            stages = st.stages
-        counts = [n] + [c for _, c in stages]
-        counts += [counts[-1]] * (4 - len(counts))
-        layers = [layer for layer, _ in stages[1:]] + [None, None]
-        sh = self.shape
-        flops = lambda lens: decoder_prefill_flops(  # noqa: E731
-            lens, hidden=sh.hidden, n_heads=sh.heads, n_kv_heads=sh.kv_heads, head_dim=sh.head_dim,
-            intermediate=sh.intermediate, vocab=sh.vocab, layer_types=sh.types(), linear=sh.linear,
-            query_gate=sh.query_gate,
-        )
-        paper = lambda lens: paper_prefill_flops(lens, hidden=sh.hidden, intermediate=sh.intermediate)  # noqa: E731
-        pruned, full = flops(seq), flops([s] * L)
-        layer_avg = sum(visual) / L
-        return PruningReport(
-            preset=self.preset.label,
-            method=self.method.name,
-            n_visual=counts[0],
-            after_stage1=counts[1],
-            after_stage2=counts[2],
-            after_stage3=counts[3],
-            shallow_layer=layers[0],
-            deep_layer=layers[1],
-            layer_averaged_visual=layer_avg,
-            layer_averaged_ratio=layer_avg / n if n else 1.0,
-            kv_cache_lengths=seq,
-            prefill_flops=pruned,
-            prefill_flops_unpruned=full,
-            flops_ratio=pruned / full,
-            prefill_flops_paper=paper(seq),
-            prefill_flops_paper_unpruned=paper([s] * L),
-            encoder_patches=None if self.encoder_patches is None else list(self.encoder_patches),
-        )
+        """The :class:`PruningReport` of the last prefill, which must be the prefill of ``input_ids`` (1, S)
+        (see :func:`pruning.prefill_report.build_report`)."""
+        return build_report(self, input_ids)
 
 
 def attach(model, preset: Preset, method: str = "vitcop", *, encoder_reuse: bool = True) -> PruningHandle:

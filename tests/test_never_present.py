@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import pruning
-from pruning.engine import PruningHandle
+from pruning import survivors
 from pruning.oracles import NeverPresent
 from pruning.presets import load_preset
 from vitcop_cli import api
@@ -74,7 +74,7 @@ def test_a_sabotaged_cut_is_caught(loaded, prepared, monkeypatch, attn):
     model's later layers (linear ones included) then see other inputs than the reference, and it fails."""
     key = ("qwen3_5", attn)
     session, inputs = loaded[key], prepared[key]
-    shrink = PruningHandle._shrink
+    shrink = survivors.shrink
 
     def sabotaged(state, hidden, choice):
         visual_in = state.visual.nonzero().flatten().to(hidden.device)
@@ -84,7 +84,7 @@ def test_a_sabotaged_cut_is_caught(loaded, prepared, monkeypatch, attn):
             out[0, state.visual_idx[0]] = hidden[0, dropped[0]]
         return out
 
-    monkeypatch.setattr(PruningHandle, "_shrink", staticmethod(sabotaged))
+    monkeypatch.setattr(survivors, "shrink", sabotaged)
     tokens, logits, state = pruned_run(session, inputs)
     with pytest.raises(AssertionError):
         assert_never_present(session, inputs, tokens, logits, state, attn)
