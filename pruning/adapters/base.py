@@ -192,6 +192,18 @@ class FamilyAdapter:
         forward hook returning ``reuse.finish(output)``. ``timed`` wraps both. Returns the handles."""
         raise NotImplementedError(f"{type(self).__name__} does not support encoder reuse")
 
+    @staticmethod
+    def _shrink_and_spread(encoder: nn.Module, shrink, reuse, timed) -> list:
+        """The two hooks of :meth:`encoder_reuse_hooks` on ``encoder``: ``shrink`` (a forward pre-hook with
+        kwargs, the family's own) and the spreading of every output field back (``reuse.finish``)."""
+        def spread(_module, _args, output):
+            return reuse.finish(output)
+
+        return [
+            encoder.register_forward_pre_hook(timed(shrink), with_kwargs=True),
+            encoder.register_forward_hook(timed(spread)),
+        ]
+
     # ---- Stage I -------------------------------------------------------------------------
     def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn, reuse=None) -> list:
         """Register hooks that append one :class:`EncoderRecord` per vision-encoder call.

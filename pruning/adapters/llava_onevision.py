@@ -83,13 +83,7 @@ class LlavaOnevisionAdapter(FamilyAdapter):
             distinct = pixels.index_select(0, call.plan.encoded_rows(pixels.device))
             return compat.call_with(args, kwargs, compat.SIGLIP_PIXELS, distinct)
 
-        def spread(_module, _args, output):
-            return reuse.finish(output)
-
-        return [
-            tower.register_forward_pre_hook(timed(shrink), with_kwargs=True),
-            tower.register_forward_hook(timed(spread)),
-        ]
+        return self._shrink_and_spread(tower, shrink, reuse, timed)
 
     def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn, reuse=None) -> list:
         attn = self._saliency_block()

@@ -99,13 +99,7 @@ class Qwen2VLAdapter(FamilyAdapter):
             )
             return compat.call_with(args, kwargs, compat.QWEN_VISION_GRID, new_grid)
 
-        def spread(_module, _args, output):
-            return reuse.finish(output)
-
-        return [
-            visual.register_forward_pre_hook(timed(shrink), with_kwargs=True),
-            visual.register_forward_hook(timed(spread)),
-        ]
+        return self._shrink_and_spread(visual, shrink, reuse, timed)
 
     def attach_encoder_capture(self, records: list[EncoderRecord], timed=lambda fn: fn, reuse=None) -> list:
         visual = self.vision_encoder
