@@ -7,7 +7,7 @@ What it does (nothing is downloaded):
 
 * Model. A random-weight model of ``--family`` built from a config in memory: ``7b`` is the released
   7B checkpoint's architecture (:data:`CONFIGS_7B`: Qwen2-VL-7B-Instruct, Qwen2.5-VL-7B-Instruct,
-  Qwen3-VL-8B-Instruct, LLaVA-OneVision-Qwen2-7B),
+  Qwen3-VL-8B-Instruct, Qwen3.5-9B (transformers' default Qwen3.5 text config), LLaVA-OneVision-Qwen2-7B),
   random bf16 weights created on the GPU; ``bench`` / ``tiny`` are the LLM / vision shapes of
   ``vitcop_cli.devmodels`` with the real patch size, merge and input resolution. The processor is
   ``devmodels.make_processor``: the released checkpoints' image / video resolution around a small
@@ -39,6 +39,7 @@ target fails). Timing numbers on a shared CPU are noisy; the CPU run proves the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import statistics
@@ -106,6 +107,19 @@ CONFIGS_7B = {
                        temporal_patch_size=2, num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
         "tie_word_embeddings": False,
     },
+    "qwen3_5": {  # transformers' "Qwen3.5-9B style" text config: 32 layers, full attention every 4th (hybrid)
+        "text": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=32, num_attention_heads=16,
+                     num_key_value_heads=4, head_dim=256, vocab_size=248320, max_position_embeddings=262144,
+                     rms_norm_eps=1e-6, hidden_act="silu", full_attention_interval=4, linear_conv_kernel_dim=4,
+                     linear_num_key_heads=16, linear_num_value_heads=32, linear_key_head_dim=128,
+                     linear_value_head_dim=128,
+                     rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                                      "mrope_section": [11, 11, 10], "mrope_interleaved": True}),
+        "vision": dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                       hidden_act="gelu_pytorch_tanh", in_channels=3, patch_size=16, spatial_merge_size=2,
+                       temporal_patch_size=2, num_position_embeddings=2304),
+        "tie_word_embeddings": False,
+    },
     "llava_onevision": {
         "text": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                      num_attention_heads=28, num_key_value_heads=4, vocab_size=152128, max_position_embeddings=32768,
@@ -149,6 +163,11 @@ def _small_config(family: str, shape: str, vocab: int) -> dict:
                       out_hidden_size=lm.hidden, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
                       num_position_embeddings=64 if shape == "tiny" else 256,
                       deepstack_visual_indexes=list(range(depth - 4, depth - 1)))
+    elif family == "qwen3_5":  # the dev model's shapes (12 layers, hybrid), as devmodels builds it
+        from vitcop_cli.devmodels_qwen3_5 import config_parts
+
+        qshape, extra, vision = config_parts(shape)
+        text.update(num_hidden_layers=qshape.layers, **extra)
     else:
         text["model_type"] = "qwen2"
         vision = dict(model_type="siglip_vision_model", hidden_size=VISION_WIDTH[shape],
@@ -166,7 +185,7 @@ def build_config(family: str, shape: str, ids: dict[str, int], tokenizer_size: i
             "pad_token_id": ids["<|endoftext|>"]}
     if family.startswith("qwen"):
         config_class = {"qwen2_vl": transformers.Qwen2VLConfig, "qwen2_5_vl": transformers.Qwen2_5_VLConfig,
-                        "qwen3_vl": transformers.Qwen3VLConfig}[family]
+                        "qwen3_vl": transformers.Qwen3VLConfig, "qwen3_5": transformers.Qwen3_5Config}[family]
         return config_class(
             text_config=text, vision_config=dict(spec["vision"]), tie_word_embeddings=spec["tie_word_embeddings"],
             image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
@@ -513,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            for r in failed))
     payload = {
         "machine": machine, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-        "family": args.family, "shape": args.shape, "lm_shape": shape.__dict__,
+        "family": args.family, "shape": args.shape, "lm_shape": dataclasses.asdict(shape),
         "clip": {"frames": args.frames, "width": args.width, "height": args.height,
                  "grid_thw": grid[0].tolist() if grid is not None else None},
         "prompt_tokens": int(inputs["input_ids"].shape[1]), "video_tokens": n_video,

@@ -34,6 +34,7 @@ def _run(tmp_path, *args, timeout=240):
 @pytest.mark.parametrize("family, shape, presets, frames, size", [
     ("qwen2_vl", "bench", ["1_9"], 4, "112x112"),        # the shape the issue's CI smoke run names
     ("llava_onevision", "tiny", ["1_3", "2_9", "1_9"], 2, "224x224"),
+    ("qwen3_5", "tiny", ["1_9"], 4, "112x112"),  # the hybrid family: a JSON with its layer types
 ])
 def test_suite_runs_every_method_on_cpu(tmp_path, family, shape, presets, frames, size):
     proc, out_json, out_csv = _run(tmp_path, "--family", family, "--shape", shape, "--frames", str(frames),
@@ -147,6 +148,7 @@ def test_summary_ratios_and_targets(suite):
 
 @pytest.mark.parametrize("family, billions, layers", [
     ("qwen2_vl", 8.29, 28), ("qwen2_5_vl", 8.29, 28), ("qwen3_vl", 8.77, 36), ("llava_onevision", 8.03, 28),
+    ("qwen3_5", 9.41, 32),  # transformers' "Qwen3.5-9B style" default text config, vision out width 4096
 ])
 def test_7b_configs_are_the_released_architectures(suite, family, billions, layers):
     """The 7B configs (data in the script) give the released checkpoints' parameter counts (meta device: no memory)."""

@@ -420,7 +420,8 @@ def make_processor(family: str):
 
     For models built elsewhere from a config (``benchmarks/gpu_suite.py``): the image / video
     processors carry the released checkpoints' settings (Qwen2-VL / Qwen2.5-VL: 56*56 .. 28*28*16384
-    pixels per image, transformers' default video bounds 128*28*28 .. 768*28*28 per frame; Qwen3-VL:
+    pixels per image, transformers' default video bounds 128*28*28 .. 768*28*28 per frame; Qwen3-VL and
+    Qwen3.5 (which ships Qwen3-VL's processor):
     the same in 32-pixel merged units, transformers' default video processor; LLaVA-OneVision:
     384 x 384 frames, 729 base image tokens, the released anyres pinpoints), the tokenizer and chat
     template are the dev ones (special tokens first). Returns (processor, {special token: id}).
@@ -438,7 +439,7 @@ def make_processor(family: str):
             chat_template=QWEN_CHAT_TEMPLATE,
         )
         specials = QWEN_SPECIALS
-    elif family == "qwen3_vl":  # 16-pixel patches: 64*32*32 .. 16384*32*32 per image, video per frame as released
+    elif family in ("qwen3_vl", "qwen3_5"):  # 16-pixel patches: 64*32*32 .. 16384*32*32 per image, video as released
         from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
         tokenizer = _train_tokenizer(QWEN_SPECIALS)

@@ -23,33 +23,31 @@ LAYERS = 12
 def build_qwen3_5(size: str, moe: bool = False):
     import transformers
 
-    from .devmodels import LM_SHAPES, QWEN_SPECIALS, VISION_DEPTH, _qwen3_processor, _qwen_ids, _qwen_vision_config
-    from .devmodels import _text_config, _train_tokenizer, _vocab_size
+    from .devmodels import QWEN_SPECIALS, _qwen3_processor, _qwen_ids, _text_config, _train_tokenizer, _vocab_size
 
     config_class, model_class = (
         (transformers.Qwen3_5MoeConfig, transformers.Qwen3_5MoeForConditionalGeneration) if moe
         else (transformers.Qwen3_5Config, transformers.Qwen3_5ForConditionalGeneration)
     )
+    shape, text_extra, vision = config_parts(size, moe)
+    tokenizer = _train_tokenizer(QWEN_SPECIALS)
+    text = _text_config(shape, _vocab_size(tokenizer), tokenizer, **text_extra)
+    if moe:
+        text.pop("intermediate_size")
+    config = config_class(text_config=text, vision_config=vision, tie_word_embeddings=True, **_qwen_ids(tokenizer))
+    return model_class(config), _qwen3_processor(tokenizer)
+
+
+def config_parts(size: str, moe: bool = False):
+    """(LLM shape, the Qwen3.5-specific text-config fields, the vision config) of a dev model of ``size``;
+    shared with ``benchmarks/gpu_suite.py``, which builds the same shapes in memory."""
+    from .devmodels import LM_SHAPES, VISION_DEPTH, _qwen_vision_config
+
     shape = replace(LM_SHAPES[size], layers=LAYERS)
     tiny = size == "tiny"
     head_dim = 32 if tiny else 64
     rotary_half = head_dim // 8  # partial_rotary_factor 0.25, as released
-    linear = dict(
-        linear_conv_kernel_dim=4,
-        linear_num_key_heads=2 if tiny else 8,
-        linear_num_value_heads=4 if tiny else 16,
-        linear_key_head_dim=16 if tiny else 64,
-        linear_value_head_dim=16 if tiny else 64,
-    )
-    experts = dict(
-        num_experts=8, num_experts_per_tok=2, moe_intermediate_size=shape.intermediate // 2,
-        shared_expert_intermediate_size=shape.intermediate // 2,
-    ) if moe else {}
-    tokenizer = _train_tokenizer(QWEN_SPECIALS)
-    text = _text_config(
-        shape,
-        _vocab_size(tokenizer),
-        tokenizer,
+    text = dict(
         head_dim=head_dim,
         rope_parameters={
             "rope_type": "default",
@@ -59,17 +57,15 @@ def build_qwen3_5(size: str, moe: bool = False):
             "mrope_interleaved": True,
         },
         full_attention_interval=4,
-        **linear,
-        **experts,
+        linear_conv_kernel_dim=4,
+        linear_num_key_heads=2 if tiny else 8,
+        linear_num_value_heads=4 if tiny else 16,
+        linear_key_head_dim=16 if tiny else 64,
+        linear_value_head_dim=16 if tiny else 64,
     )
     if moe:
-        text.pop("intermediate_size")
-    config = config_class(
-        text_config=text,
-        vision_config=_qwen_vision_config(
-            size, VISION_DEPTH[size], shape, patch_size=16, num_position_embeddings=64 if tiny else 256,
-        ),
-        tie_word_embeddings=True,
-        **_qwen_ids(tokenizer),
-    )
-    return model_class(config), _qwen3_processor(tokenizer)
+        text.update(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=shape.intermediate // 2,
+                    shared_expert_intermediate_size=shape.intermediate // 2)
+    vision = _qwen_vision_config(size, VISION_DEPTH[size], shape, patch_size=16,
+                                 num_position_embeddings=64 if tiny else 256)
+    return shape, text, vision
