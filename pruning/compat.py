@@ -29,7 +29,8 @@ forward keywords ``input_ids``, ``inputs_embeds``, ``attention_mask``, ``positio
 keywords ``grid_thw``, ``cu_seqlens``,
 ``position_embeddings``, ``window_index`` / ``cu_window_seqlens`` and encoder attributes
 ``spatial_merge_size``, ``window_size``, ``patch_size``, ``blocks[-1].attn.{qkv,num_heads,scaling}``;
-``transformers.vision_utils.get_vision_window_index``; hybrid models (Qwen3.5): ``config.layer_types``
+``transformers.vision_utils.get_vision_window_index``; the layer-by-layer reference: the language model's
+``rotary_emb`` / ``norm``, the model's ``lm_head``, 4-row position ids (text row first); hybrid models (Qwen3.5): ``config.layer_types``
 (``full_attention`` / ``linear_attention``), decoder-layer attribute ``linear_attn``, cache entries
 ``cache.layers[i].conv_states[0]`` / ``.recurrent_states[0]``; Qwen3-VL language-model keywords
 ``visual_pos_masks`` / ``deepstack_visual_embeds``; ``transformers.video_utils.VideoMetadata``.
@@ -131,6 +132,11 @@ def output_cache(output):
         if value is not None:
             return value
     return None
+
+
+def new_dynamic_cache(config):
+    """An empty ``DynamicCache`` for a language model's ``config`` (hybrid layers get their own entries)."""
+    return _cache_types()[1](config=config)
 
 
 def is_dynamic_cache(cache) -> bool:
@@ -326,6 +332,22 @@ def take_deepstack(kwargs: dict):
     kwargs[DEEPSTACK_EMBEDS] = None
     kwargs[VISUAL_POS_MASKS] = None
     return mask, embeds
+
+
+# ---- a language model run layer by layer (the "never present" reference, pruning.oracles) -------
+def lm_parts(model, language_model):
+    """(rotary embedding module, final norm, lm_head) of a loaded model: what a reference that runs the
+    decoder layers one by one needs besides them (``language_model.rotary_emb`` / ``.norm``,
+    ``model.lm_head``)."""
+    return language_model.rotary_emb, language_model.norm, model.lm_head
+
+
+def rotary_position_ids(position_ids):
+    """The position ids a language model hands its rotary embedding: Qwen3-VL / Qwen3.5 pass 4 rows (the text
+    row first, used for masks only, then t / h / w) and rotate with the last three."""
+    if position_ids.ndim == 3 and position_ids.shape[0] == 4:
+        return position_ids[1:]
+    return position_ids
 
 
 # ---- hybrid models (Qwen3.5): linear-attention layers beside softmax attention ---------------------

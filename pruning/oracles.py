@@ -94,23 +94,20 @@ class NeverPresent:
         self.visual_pos = adapter.prunable_positions(inputs["input_ids"], embeds)
         self.types = adapter.lm_shape().types()
         self.cache_kw = compat.cache_keyword(adapter.decoder_layers[0])
+        self.rotary, self.norm, self.lm_head = compat.lm_parts(model, self.lm)
 
     def _rope(self, hidden, pos):
         """The model's own rotary embedding for position ids ``pos`` (as the language model splits them)."""
-        if pos.ndim == 3 and pos.shape[0] == 4:  # Qwen3-VL / Qwen3.5: text row first, then (t, h, w)
-            pos = pos[1:]
-        return self.lm.rotary_emb(hidden, pos)
+        return self.rotary(hidden, compat.rotary_position_ids(pos))
 
     def _causal(self, n: int, dtype, device):
         mask = torch.full((n, n), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
         return mask[None, None]
 
     def run(self, max_new_tokens: int):
-        from transformers.cache_utils import DynamicCache
-
         st, L = self.state, len(self.adapter.decoder_layers)
         orig = [st.kept_orig[st.cached(layer)].to(self.embeds.device) for layer in range(L)]
-        cache = DynamicCache(config=self.lm.config)
+        cache = compat.new_dynamic_cache(self.lm.config)
         tokens, logits = [], []
         with torch.inference_mode():
             hidden, current = None, None
@@ -157,7 +154,7 @@ class NeverPresent:
         return compat.layer_output_hidden(out)
 
     def _logits(self, hidden):
-        return self.model.lm_head(self.lm.norm(hidden[:, -1:]))[0, -1].float()
+        return self.lm_head(self.norm(hidden[:, -1:]))[0, -1].float()
 
 
 class _Captured(Exception):
