@@ -80,3 +80,13 @@ def good_clips(tmp_path) -> Path:
     shutil.copy(SAMPLES / "scene.png", root / "b.png")
     shutil.copy(SAMPLES / "bounce.mp4", root / "c.mp4")
     return root
+
+
+@pytest.fixture
+def target():
+    """A local HTTP media host on 127.0.0.1 that logs every connection it accepts (``http_targets.Target``)."""
+    from http_targets import Target
+
+    t = Target("127.0.0.1")
+    yield t
+    t.close()

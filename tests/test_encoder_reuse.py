@@ -177,6 +177,13 @@ def _encoder_run(session, inputs, reuse: bool):
                                           with_kwargs=True),
         encoder.register_forward_hook(lambda _m, _a, out: seen.__setitem__("out", _snapshot(out))),
     ]
+    _forward(session, inputs, hooks, reused)
+    return seen["out"], seen["rows"], reused.encoder_patches if reused is not None else None
+
+
+def _forward(session, inputs, hooks: list, reused) -> None:
+    """One forward of ``session``'s model on ``inputs``; then the test's ``hooks`` and the reuse attachment
+    (or None) are removed, whatever happened."""
     try:
         with torch.inference_mode():
             session.model(**inputs)
@@ -185,7 +192,6 @@ def _encoder_run(session, inputs, reuse: bool):
             h.remove()
         if reused is not None:
             reused.remove()
-    return seen["out"], seen["rows"], reused.encoder_patches if reused is not None else None
 
 
 def _pixels(args, kwargs) -> int:
@@ -211,15 +217,7 @@ def test_encoder_outputs_equal_the_unmodified_encoder(sessions, inputs, family, 
 def _records(session, inputs, reuse: bool) -> list:
     reused = encoder_reuse.attach(session.model) if reuse else None
     records: list = []
-    hooks = session.adapter.attach_encoder_capture(records, reuse=reused)
-    try:
-        with torch.inference_mode():
-            session.model(**inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-        if reused is not None:
-            reused.remove()
+    _forward(session, inputs, session.adapter.attach_encoder_capture(records, reuse=reused), reused)
     return [_snapshot(r.payload) for r in records]
 
 

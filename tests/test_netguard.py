@@ -155,13 +155,6 @@ def test_a_name_is_refused_when_any_of_its_addresses_is_not_public(monkeypatch):
 
 
 @pytest.fixture
-def target():
-    t = Target("127.0.0.1")
-    yield t
-    t.close()
-
-
-@pytest.fixture
 def alias_public(monkeypatch):
     """127.0.0.2 counts as public (in this process only), and a Target listens there."""
     real = netguard.refused_kind

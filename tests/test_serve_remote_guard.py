@@ -60,13 +60,6 @@ def open_server(launched):
 
 
 @pytest.fixture
-def target():
-    t = Target("127.0.0.1")
-    yield t
-    t.close()
-
-
-@pytest.fixture
 def alias():
     if not can_bind(ALIAS):
         pytest.skip("127.0.0.2 is not a loopback address here")
