@@ -342,6 +342,11 @@ def lm_parts(model, language_model):
     return language_model.rotary_emb, language_model.norm, model.lm_head
 
 
+def attn_implementation(model) -> str:
+    """The attention kernel a loaded model runs ("sdpa", "eager", "flash_attention_2", ...)."""
+    return model.config._attn_implementation
+
+
 def rotary_position_ids(position_ids):
     """The position ids a language model hands its rotary embedding: Qwen3-VL / Qwen3.5 pass 4 rows (the text
     row first, used for masks only, then t / h / w) and rotate with the last three."""

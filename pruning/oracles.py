@@ -63,13 +63,21 @@ class NeverPresent:
     Built from an unpruned capture of the language model's inputs (``inputs_embeds`` (1, S, D), position
     ids, DeepStack additions when the family has them) and the pruned run's record (``state``: the prompt
     positions each layer kept, and the values a merging cut wrote at its layer, taken as given — the merge
-    arithmetic has its own unit tests). Masks are built here: causal over the survivors (4-D additive, so
-    eager and SDPA get the same), none for one-token decode steps, and linear-attention layers get none.
-    ``run(max_new_tokens)`` returns (greedy tokens (T,), logits (T, vocab)), like ``generate`` would.
+    arithmetic has its own unit tests; ``state=None``: every layer keeps every token, the unpruned run).
+    Masks are built here: causal over the survivors (4-D additive, so eager and SDPA get the same), none for
+    one-token decode steps, and linear-attention layers get none. ``additive_mask=False`` instead passes no
+    mask to the prefill's full-attention layers, as an unpadded SDPA prefill does (SDPA then applies
+    causality itself): the kernel path of a real run, for timing (``benchmarks/survivor_reference.py``); it is
+    refused under eager, where no mask means no causality.
+    ``run(max_new_tokens)`` returns (greedy tokens (T,), logits (T, vocab)), like ``generate`` would;
+    ``prefill(cache)`` runs the prompt only and returns the last layer's hidden states (1, S_last, D).
     """
 
-    def __init__(self, model, adapter, inputs: dict, state):
-        self.model, self.adapter, self.state = model, adapter, state
+    def __init__(self, model, adapter, inputs: dict, state, additive_mask: bool = True):
+        if not additive_mask and compat.attn_implementation(model) == "eager":
+            raise ValueError("additive_mask=False needs SDPA or FlashAttention: "
+                             "eager attention without a mask is not causal")
+        self.model, self.adapter, self.state, self.additive_mask = model, adapter, state, additive_mask
         self.lm = adapter.language_model
         captured = {}
 
@@ -101,37 +109,52 @@ class NeverPresent:
         return self.rotary(hidden, compat.rotary_position_ids(pos))
 
     def _causal(self, n: int, dtype, device):
+        if not self.additive_mask:
+            return None
         mask = torch.full((n, n), torch.finfo(dtype).min, dtype=dtype, device=device).triu(1)
         return mask[None, None]
 
+    def _survivors(self) -> list[torch.Tensor]:
+        """[(S_l,) long] the prompt positions layer l sees, for every decoder layer."""
+        st, n = self.state, len(self.adapter.decoder_layers)
+        if st is None:
+            return [torch.arange(self.embeds.shape[1], device=self.embeds.device)] * n
+        return [st.kept_orig[st.cached(layer)].to(self.embeds.device) for layer in range(n)]
+
+    def prefill(self, cache) -> torch.Tensor:
+        """Run the prompt through every decoder layer on its survivors, filling ``cache``; (1, S_last, D)."""
+        written = {} if self.state is None else self.state.written
+        hidden, current = None, None
+        for layer, keep in enumerate(self._survivors()):
+            if current is None:
+                hidden = self.embeds[:, keep]
+            elif not torch.equal(keep, current):
+                hidden = hidden[:, torch.searchsorted(current, keep)]
+            if layer in written:
+                seq_idx, values = written[layer]
+                rows = torch.searchsorted(keep, self.state.kept_orig[seq_idx].to(keep.device))
+                hidden = hidden.clone()
+                hidden[0, rows] = values.to(hidden.dtype)
+            if current is None or not torch.equal(keep, current):
+                rope = self._rope(hidden, self.pos[..., keep])
+                mask = self._causal(keep.numel(), hidden.dtype, hidden.device)
+            current = keep
+            hidden = self._layer(layer, hidden, rope, mask, cache)
+            if layer in self.additions:
+                visual = torch.isin(keep, self.visual_pos.to(keep.device))
+                rows = torch.searchsorted(self.visual_pos.to(keep.device), keep[visual])
+                hidden[0, visual.nonzero().flatten()] += self.additions[layer][rows].to(hidden.dtype)
+        return hidden
+
+    def new_cache(self):
+        return compat.new_dynamic_cache(self.lm.config)
+
     def run(self, max_new_tokens: int):
-        st, L = self.state, len(self.adapter.decoder_layers)
-        orig = [st.kept_orig[st.cached(layer)].to(self.embeds.device) for layer in range(L)]
-        cache = compat.new_dynamic_cache(self.lm.config)
+        L = len(self.adapter.decoder_layers)
+        cache = self.new_cache()
         tokens, logits = [], []
         with torch.inference_mode():
-            hidden, current = None, None
-            for layer in range(L):
-                keep = orig[layer]
-                if current is None:
-                    hidden = self.embeds[:, keep]
-                elif not torch.equal(keep, current):
-                    hidden = hidden[:, torch.searchsorted(current, keep)]
-                if layer in st.written:
-                    seq_idx, values = st.written[layer]
-                    rows = torch.searchsorted(keep, st.kept_orig[seq_idx].to(keep.device))
-                    hidden = hidden.clone()
-                    hidden[0, rows] = values.to(hidden.dtype)
-                if current is None or not torch.equal(keep, current):
-                    rope = self._rope(hidden, self.pos[..., keep])
-                    mask = self._causal(keep.numel(), hidden.dtype, hidden.device)
-                current = keep
-                hidden = self._layer(layer, hidden, rope, mask, cache)
-                if layer in self.additions:
-                    visual = torch.isin(keep, self.visual_pos.to(keep.device))
-                    rows = torch.searchsorted(self.visual_pos.to(keep.device), keep[visual])
-                    hidden[0, visual.nonzero().flatten()] += self.additions[layer][rows].to(hidden.dtype)
-            step_logits = self._logits(hidden)
+            step_logits = self.logits(self.prefill(cache))
             next_pos = self.pos[..., -1:]
             for _ in range(max_new_tokens):
                 logits.append(step_logits)
@@ -142,7 +165,7 @@ class NeverPresent:
                 rope = self._rope(hidden, next_pos)
                 for layer in range(L):
                     hidden = self._layer(layer, hidden, rope, None, cache)
-                step_logits = self._logits(hidden)
+                step_logits = self.logits(hidden)
         return torch.stack(tokens).flatten(), torch.stack(logits)
 
     def _layer(self, layer, hidden, rope, mask, cache):
@@ -153,7 +176,8 @@ class NeverPresent:
         )
         return compat.layer_output_hidden(out)
 
-    def _logits(self, hidden):
+    def logits(self, hidden):
+        """(vocab,) float logits of the last position of ``hidden`` (1, S, D): final norm, then ``lm_head``."""
         return self.lm_head(self.norm(hidden[:, -1:]))[0, -1].float()
 
 

@@ -99,3 +99,35 @@ def test_linear_layers_processed_only_the_survivors(loaded, prepared):
     assert linear and set(state.mixed) == set(linear)
     assert all(state.mixed[layer] == state.cached(layer).numel() for layer in linear)
     assert len({state.mixed[layer] for layer in linear}) == 3  # before Ls, between Ls and Ld, after Ld
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_sdpa_causal_path_gives_the_same_reference(loaded, prepared, family):
+    """``additive_mask=False`` (no mask to the prefill's softmax layers, SDPA's own causality: the kernel path
+    a real unpadded run takes, which ``benchmarks/ttft_breakdown.py`` times) is still the same reference."""
+    session, inputs = loaded[(family, "sdpa")], prepared[(family, "sdpa")]
+    tokens, logits, state = pruned_run(session, inputs)
+    reference = NeverPresent(session.model, session.adapter, inputs, state, additive_mask=False)
+    ref_tokens, ref_logits = reference.run(NEW_TOKENS)
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=0)
+
+
+def test_no_mask_is_refused_under_eager(loaded, prepared):
+    """Eager attention given no mask attends to the future: the guard refuses instead of timing a wrong model."""
+    session, inputs = loaded[("qwen2_vl", "eager")], prepared[("qwen2_vl", "eager")]
+    with pytest.raises(ValueError, match="eager"):
+        NeverPresent(session.model, session.adapter, inputs, None, additive_mask=False)
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+def test_without_a_record_the_reference_is_the_unpruned_model(loaded, prepared, attn):
+    """``state=None``: every layer keeps every token, which must be the unmodified model's own generate."""
+    session, inputs = loaded[("qwen3_vl", attn)], prepared[("qwen3_vl", attn)]
+    out = session.model.generate(
+        **inputs, max_new_tokens=NEW_TOKENS, do_sample=False, output_logits=True, return_dict_in_generate=True
+    )
+    tokens, logits = out.sequences[0, inputs["input_ids"].shape[1]:], torch.stack(out.logits)[:, 0].float()
+    ref_tokens, ref_logits = NeverPresent(session.model, session.adapter, inputs, None).run(NEW_TOKENS)
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(logits, ref_logits, atol=0 if attn == "eager" else 1e-5, rtol=0)
