@@ -28,6 +28,11 @@ What it does (nothing is downloaded):
 * Table. Medians over the repeats; every ratio is against ``none`` under the same attention in
   the same run: prefill / TTFT speed-up, decode ratio, prefill-memory ratio, FLOPs-predicted
   speed-up and slack = measured prefill ratio / FLOPs-predicted ratio.
+* Slack, split (vitcop rows; ``--no-reference`` skips it). Each round also times the survivors-only prefill of
+  every vitcop preset and of none (``benchmarks/survivor_reference.py``: the model's own decoder layers on
+  exactly the tokens the pruned run kept, no pruning work, on the attention kernel's causal path), so
+  slack = kernels x vitcop: kernels = survivors-only ratio / FLOPs ratio (what the hardware makes of layers
+  with fewer tokens), vitcop = measured ratio / survivors-only ratio (what vitcop and ``generate`` add).
 * Targets (issue 11), for vitcop at 1_9 under each attention: LLM prefill >= 8x faster than none,
   TTFT >= 2.5x, prefill memory <= 0.5x (CUDA only; n/a on CPU), slack <= 1.1x: PASS / FAIL lines.
 
@@ -55,6 +60,7 @@ if str(REPO) not in sys.path:  # ``python benchmarks/gpu_suite.py`` without PYTH
     sys.path.insert(0, str(REPO))
 
 from benchmarks.prefill_ratios import machine_info, print_table  # noqa: E402
+from benchmarks.survivor_reference import UNPRUNED, SurvivorReference, split_slack  # noqa: E402
 from pruning.adapters import adapter_for  # noqa: E402
 from vitcop_cli import api  # noqa: E402
 from vitcop_cli.devmodels import FAMILIES, LM_SHAPES, VISION_DEPTH, VISION_WIDTH, make_processor  # noqa: E402
@@ -256,6 +262,7 @@ class Row:
     preset: str
     runs: list[dict] = field(default_factory=list)
     error: str | None = None
+    reference_s: list[float] = field(default_factory=list)  # survivors-only prefills (vitcop rows and none)
 
     def median(self, key: str) -> float | None:
         values = [r[key] for r in self.runs if r.get(key) is not None]
@@ -287,11 +294,17 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def measure(session, prepared, attns, methods, presets, repeat, warmup, decode_tokens, log=print) -> dict:
-    """Run the interleaved schedule under every attention implementation; {(attn, method, preset): Row}."""
+def measure(session, prepared, attns, methods, presets, repeat, warmup, decode_tokens, log=print,
+            reference: bool = True) -> dict:
+    """Run the interleaved schedule under every attention implementation; {(attn, method, preset): Row}.
+
+    With ``reference`` (and vitcop among the methods), every round under each attention also times the
+    survivors-only prefill of none and of each vitcop preset into those rows' ``reference_s``; a failure
+    there is logged and ends the reference for that attention, never the suite."""
     schedule = run_order(methods, presets, repeat, warmup)
     rows = {(a, s.method, s.preset): Row(a, s.method, s.preset) for a in attns for s in schedule}
     rounds = sorted({s.round for s in schedule})
+    references = {}  # attn -> SurvivorReference, or None once it failed
     for r in rounds:
         for attn in attns:
             session.model.set_attn_implementation(attn)
@@ -310,8 +323,29 @@ def measure(session, prepared, attns, methods, presets, repeat, warmup, decode_t
                     continue
                 if not slot.warmup:
                     row.runs.append(run)
+            if reference and TARGET_METHOD in methods and attn != "eager":
+                time_references(session, prepared, attn, presets, rows, references, measured=r >= warmup, log=log)
         log(f"round {r + 1}/{len(rounds)}{' (warm-up)' if r < warmup else ''} done", flush=True)
     return rows
+
+
+def time_references(session, prepared, attn, presets, rows, references, measured: bool, log=print) -> None:
+    """One survivors-only prefill per vitcop preset and none under ``attn`` (built on first use)."""
+    if references.get(attn, ...) is None:
+        return
+    try:
+        if attn not in references:
+            references[attn] = SurvivorReference(session, prepared.inputs, presets)
+        for preset in references[attn].presets():
+            seconds = references[attn].seconds(preset)
+            if measured:
+                key = (attn, BASELINE, BASELINE) if preset == UNPRUNED else (attn, TARGET_METHOD, preset)
+                rows[key].reference_s.append(seconds)
+    except Exception as exc:  # noqa: BLE001 - the split is extra information; the suite goes on without it
+        references[attn] = None
+        log(f"  survivors-only reference under {attn} failed, slack not split: {_one_line(exc)}")
+        if session.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def summarise(rows: dict) -> list[dict]:
@@ -343,6 +377,10 @@ def summarise(rows: dict) -> list[dict]:
         measured = ratio(d["prefill_s"], base.median("prefill_s")) if ok else None
         d["measured_prefill_ratio"] = measured
         d["slack"] = ratio(measured, d["flops_ratio"])
+        d["reference_s"] = statistics.median(row.reference_s) if row.reference_s else None
+        d.update(reference_ratio=None, kernel_slack=None, vitcop_slack=None)
+        if d["slack"] is not None and d["reference_s"] and base.reference_s and method != BASELINE:
+            d.update(split_slack(measured, d["reference_s"] / statistics.median(base.reference_s), d["flops_ratio"]))
         out.append(d)
     return out
 
@@ -368,7 +406,7 @@ def _f(x, fmt: str, scale: float = 1.0) -> str:
 
 def render(summary: list[dict], cuda: bool) -> None:
     headers = ["attn", "preset", "method", "N", "vis/layer", "FLOPs x", "vision ms", "prefill ms", "prefill x",
-               "TTFT ms", "TTFT x", "dec tok/s", "dec x", "slack"]
+               "TTFT ms", "TTFT x", "dec tok/s", "dec x", "slack", "kernels", "vitcop"]
     if cuda:
         headers += ["peak GiB", "prefill GiB", "prefill mem x"]
     table = []
@@ -379,7 +417,8 @@ def render(summary: list[dict], cuda: bool) -> None:
         cells = [r["attn"], r["preset"], r["method"], _f(r["n_visual"], "d"), _f(r["layer_averaged_ratio"], ".3f"),
                  _f(r["flops_speedup"], ".2f"), _f(r["vision_encoder_s"], ".1f", 1e3), _f(r["prefill_s"], ".1f", 1e3),
                  _f(r["prefill_speedup"], ".2f"), _f(r["ttft_s"], ".1f", 1e3), _f(r["ttft_speedup"], ".2f"),
-                 _f(r["decode_tokens_per_s"], ".1f"), _f(r["decode_ratio"], ".2f"), _f(r["slack"], ".2f")]
+                 _f(r["decode_tokens_per_s"], ".1f"), _f(r["decode_ratio"], ".2f"), _f(r["slack"], ".2f"),
+                 _f(r.get("kernel_slack"), ".2f"), _f(r.get("vitcop_slack"), ".2f")]
         if cuda:
             cells += [_f(r["peak_allocated_bytes"], ".2f", 2**-30), _f(r["prefill_extra_bytes"], ".2f", 2**-30),
                       _f(r["prefill_memory_ratio"], ".2f")]
@@ -387,7 +426,9 @@ def render(summary: list[dict], cuda: bool) -> None:
     print_table(headers, table)
     print("vis/layer: layer-averaged visual tokens / N.  FLOPs x: FLOPs-predicted prefill speed-up.  "
           "prefill: first forward - vision encoder.\nx columns: ratios to none under the same attention "
-          "(speed-ups: none / row; dec x: row / none).  slack: measured prefill ratio / FLOPs-predicted ratio."
+          "(speed-ups: none / row; dec x: row / none).  slack: measured prefill ratio / FLOPs-predicted ratio"
+          " = kernels x vitcop\n(kernels: survivors-only prefill ratio / FLOPs ratio; vitcop: measured / "
+          "survivors-only ratio)."
           + ("\npeak: max allocated over the generate; prefill GiB: prefill peak above what was allocated "
              "before the run (weights and inputs excluded)." if cuda else "\nmemory: not measured on CPU."))
 
@@ -428,6 +469,8 @@ def parse_args(argv):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="write every number to this JSON file")
     ap.add_argument("--csv", type=Path, default=None, help="write one line per row to this CSV file")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the survivors-only prefills that split the slack into kernels x vitcop")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target fails, too")
     args = ap.parse_args(argv)
     try:
@@ -514,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{1 + len(args.presets) * len(args.methods)} rows), {args.decode_tokens} new tokens each", flush=True)
 
     rows = measure(session, prepared, attns, args.methods, args.presets, args.repeat, args.warmup,
-                   args.decode_tokens)
+                   args.decode_tokens, reference=not args.no_reference)
     summary = summarise(rows)
     cuda = device.type == "cuda"
     print()

@@ -54,6 +54,10 @@ def test_suite_runs_every_method_on_cpu(tmp_path, family, shape, presets, frames
         else:
             assert r["flops_ratio"] < 1.0 and r["layer_averaged_ratio"] < 1.0
             assert r["slack"] == pytest.approx(r["measured_prefill_ratio"] / r["flops_ratio"])
+        if method == "vitcop":  # the slack split by the survivors-only reference, timed every round
+            assert r["reference_s"] > 0 and r["kernel_slack"] * r["vitcop_slack"] == pytest.approx(r["slack"])
+        else:
+            assert r["kernel_slack"] is None and r["vitcop_slack"] is None
     statuses = {t["target"]: t["status"] for t in data["targets"]}
     assert statuses["prefill_memory_ratio"] == "N/A"
     assert {statuses[k] for k in ("prefill_speedup", "ttft_speedup", "slack")} <= {"PASS", "FAIL"}
@@ -165,3 +169,32 @@ def test_7b_configs_are_the_released_architectures(suite, family, billions, laye
     assert round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == billions
     assert config.get_text_config().num_hidden_layers == layers
     assert config.video_token_id == ids["<video>" if family == "llava_onevision" else "<|video_pad|>"]
+
+
+def test_summary_splits_the_slack(suite):
+    """kernels = survivors-only ratio / FLOPs ratio, vitcop = measured / survivors-only ratio (medians)."""
+    rows = {
+        ("sdpa", "none", "none"): _row(suite, "none", "none", [2.0], [2.1], 10.0, 8, 1.0),
+        ("sdpa", "vitcop", "1_9"): _row(suite, "vitcop", "1_9", [0.3], [0.4], 20.0, 2, 0.1),
+    }
+    rows[("sdpa", "none", "none")].reference_s = [1.9, 2.0, 2.1]
+    rows[("sdpa", "vitcop", "1_9")].reference_s = [0.25, 0.24, 0.26]
+    v = {(r["method"], r["preset"]): r for r in suite.summarise(rows)}[("vitcop", "1_9")]
+    assert v["reference_ratio"] == pytest.approx(0.25 / 2.0)
+    assert v["kernel_slack"] == pytest.approx(1.25) and v["vitcop_slack"] == pytest.approx(0.15 / 0.125)
+    assert v["kernel_slack"] * v["vitcop_slack"] == pytest.approx(v["slack"])
+
+
+def test_a_failing_reference_is_logged_and_the_suite_goes_on(suite, monkeypatch, capsys, tmp_path):
+    class Broken:
+        def __init__(self, *args):
+            raise RuntimeError("no causal path here")
+
+    monkeypatch.setattr(suite, "SurvivorReference", Broken)
+    code = suite.main(["--shape", "tiny", "--frames", "2", "--clip-size", "56x56", "--presets", "1_9",
+                       "--methods", "vitcop", "--repeat", "1", "--warmup", "0", "--decode-tokens", "2",
+                       "--device", "cpu", "--json", str(tmp_path / "s.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("survivors-only reference under sdpa failed") == 1
+    rows = {(r["method"], r["preset"]): r for r in json.loads((tmp_path / "s.json").read_text())["rows"]}
+    assert rows[("vitcop", "1_9")]["slack"] is not None and rows[("vitcop", "1_9")]["kernel_slack"] is None
