@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from pruning.vic import DC_EPS, cluster, density_peaks
+from pruning.vic import DC_EPS, cluster, cluster_batch, cluster_frames, density_peaks
 
 
 def grid_positions(n, side=16, gen=None):
@@ -202,3 +202,62 @@ def test_argument_validation(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         cluster(torch.randn(5, 2), torch.rand(5, 2), **args)
+
+
+# ---- many frames at once: cluster_batch / cluster_frames ------------------------------------------
+def frames_input(seed):
+    """Tokens of several frames in shuffled order: (features (N, D), positions (N, 2), frame ids (N,)).
+    Some frames share a token count (batched together), one is different; some seeds force exact ties
+    (rounded features) or coinciding positions (the feature-lexsort fallback)."""
+    g = torch.Generator().manual_seed(seed)
+    counts = [40, 40, 40, 23, 40, 1][: 2 + seed % 5]
+    D = int(torch.randint(1, 9, (1,), generator=g))
+    feats, poss, ids = [], [], []
+    for k, n in enumerate(counts):
+        X = torch.randn(n, D, generator=g)
+        if seed % 3 == 0:
+            X = X.round()
+        P = grid_positions(n, side=8, gen=g)
+        if seed % 4 == 1 and n > 1:
+            P[1::2] = P[0::2][: P[1::2].shape[0]]
+        feats.append(X)
+        poss.append(P)
+        ids.append(torch.full((n,), 10 * k + 3))
+    perm = torch.randperm(sum(counts), generator=g)
+    return torch.cat(feats)[perm], torch.cat(poss)[perm], torch.cat(ids)[perm]
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_frames_at_once_equal_frame_by_frame(seed):
+    """cluster_frames (frames of one size share each op) == cluster on each frame's tokens in input order."""
+    X, P, ids = frames_input(seed)
+    kw = dict(dc="auto" if seed % 2 else 0.8, center_fraction=[0.1, 0.3, 1.0][seed % 3], radius=[0.6, 0.2][seed % 2])
+    got = cluster_frames(X, P, ids, **kw)
+    expected = torch.full_like(got, -2)
+    for f in torch.unique(ids).tolist():
+        idx = (ids == f).nonzero().flatten()
+        expected[idx] = cluster(X[idx], P[idx], **kw)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_batch_matches_the_naive_loop_frame_by_frame(seed):
+    g = torch.Generator().manual_seed(100 + seed)
+    X = torch.randn(5, 30, 4, generator=g)
+    P = torch.stack([grid_positions(30, gen=g) for _ in range(5)])
+    got = cluster_batch(X, P, dc="auto", center_fraction=0.2, radius=0.4)
+    assert got.shape == (5, 30)
+    for frame in range(5):
+        assert torch.equal(got[frame], naive_vic(X[frame], P[frame], "auto", 0.2, 0.4)[0])
+
+
+def test_batched_inputs_are_checked():
+    with pytest.raises(ValueError, match=r"features must be \(G, n, D\)"):
+        cluster_batch(torch.randn(4, 3), torch.rand(4, 2), dc="auto", center_fraction=0.5, radius=0.6)
+    with pytest.raises(ValueError, match="positions must be"):
+        cluster_batch(torch.randn(2, 4, 3), torch.rand(2, 5, 2), dc="auto", center_fraction=0.5, radius=0.6)
+    with pytest.raises(ValueError, match="center_fraction"):
+        cluster_frames(torch.randn(4, 3), torch.rand(4, 2), torch.zeros(4), dc="auto", center_fraction=0, radius=0.6)
+    empty = cluster_frames(torch.randn(0, 3), torch.rand(0, 2), torch.zeros(0), dc="auto", center_fraction=0.5,
+                           radius=0.6)
+    assert empty.shape == (0,) and empty.dtype == torch.int64

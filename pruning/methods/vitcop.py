@@ -16,7 +16,7 @@ import torch
 
 from ..saliency import key_norm
 from ..select import cluster_select, frame_group_ids, merge_values, per_frame_topk, smallest_k
-from ..vic import cluster
+from ..vic import cluster_frames
 from .base import EntryContext, LayerChoice, LayerContext, Method
 
 
@@ -62,15 +62,11 @@ class VitcopMethod(Method):
         return [b.V, after_shallow, b.Rd if b.Rd < after_shallow else after_shallow]
 
     def _vic(self, features, positions, frame_ids) -> torch.Tensor:
-        """VIC per frame; labels are local to each frame (``frame_group_ids`` makes them global)."""
-        labels = torch.full((features.shape[0],), -1, dtype=torch.long, device=features.device)
+        """VIC per frame; labels are local to each frame (``frame_group_ids`` makes them global). Frames of
+        equal token count are clustered in one batch (:func:`pruning.vic.cluster_frames`)."""
         p = self.preset
-        for f in torch.unique(frame_ids).tolist():
-            idx = (frame_ids == f).nonzero().flatten()
-            labels[idx] = cluster(
-                features[idx], positions[idx], dc=p.dc, center_fraction=p.cluster_fraction, radius=p.radius
-            ).to(labels.device)
-        return labels
+        return cluster_frames(features, positions, frame_ids, dc=p.dc, center_fraction=p.cluster_fraction,
+                              radius=p.radius)
 
     def at_layer(self, layer: int, ctx: LayerContext) -> LayerChoice | None:
         n_visual = int(ctx.visual.sum())
