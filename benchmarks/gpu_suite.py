@@ -331,7 +331,7 @@ def measure(session, prepared, attns, methods, presets, repeat, warmup, decode_t
 
 def time_references(session, prepared, attn, presets, rows, references, measured: bool, log=print) -> None:
     """One survivors-only prefill per vitcop preset and none under ``attn`` (built on first use)."""
-    if references.get(attn, ...) is None:
+    if attn in references and references[attn] is None:  # failed before: no split under this attention
         return
     try:
         if attn not in references:

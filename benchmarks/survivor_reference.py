@@ -38,7 +38,7 @@ def pruned_record(session, inputs: dict, preset: str):
 
 
 class SurvivorReference:
-    """Survivors-only prefills of one prepared prompt: ``UNPRUNED`` plus each of ``presets``.
+    """Survivors-only prefills of one prepared prompt: ``UNPRUNED`` plus each of ``presets`` (which may name it).
 
     Built under the model's current attention implementation (eager is refused: it has no causal path
     without a mask). ``seconds(preset)`` times one prefill + first logits, CUDA-synchronised on a GPU."""

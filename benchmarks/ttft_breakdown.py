@@ -67,7 +67,7 @@ def still_clip(frames: int = 16, still: int = 12, size: tuple[int, int] = (448, 
 def measure(session, prepared, presets, repeat: int, references: bool = True) -> tuple[dict, dict]:
     """({preset: [AskResult, ...]}, {preset: [survivors-only seconds, ...]}) of interleaved runs, one warm-up
     each (the second dict is empty without ``references``)."""
-    reference = SurvivorReference(session, prepared.inputs, presets[1:]) if references else None
+    reference = SurvivorReference(session, prepared.inputs, presets) if references else None
     for preset in presets:
         session.generate(prepared, preset=preset, max_new_tokens=1)
         if reference:

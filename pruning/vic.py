@@ -257,6 +257,8 @@ def cluster_frames(features: torch.Tensor, positions: torch.Tensor, frame_ids: t
     """
     _check_inputs(features, positions, dc, radius)
     _check_fraction(center_fraction)
+    if frame_ids.shape != features.shape[:1]:
+        raise ValueError(f"frame_ids must be ({features.shape[0]},), got shape {tuple(frame_ids.shape)}")
     labels = torch.full((features.shape[0],), -1, dtype=torch.long, device=features.device)
     if features.shape[0] == 0:
         return labels

@@ -258,6 +258,8 @@ def test_batched_inputs_are_checked():
         cluster_batch(torch.randn(2, 4, 3), torch.rand(2, 5, 2), dc="auto", center_fraction=0.5, radius=0.6)
     with pytest.raises(ValueError, match="center_fraction"):
         cluster_frames(torch.randn(4, 3), torch.rand(4, 2), torch.zeros(4), dc="auto", center_fraction=0, radius=0.6)
+    with pytest.raises(ValueError, match="frame_ids must be"):
+        cluster_frames(torch.randn(4, 3), torch.rand(4, 2), torch.zeros(3), dc="auto", center_fraction=0.5, radius=0.6)
     empty = cluster_frames(torch.randn(0, 3), torch.rand(0, 2), torch.zeros(0), dc="auto", center_fraction=0.5,
                            radius=0.6)
     assert empty.shape == (0,) and empty.dtype == torch.int64
