@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -406,6 +408,43 @@ def test_zero_frame_video(monkeypatch, capfd):
 
     monkeypatch.setattr(decord, "VideoReader", Empty)
     _bad(SHAPES, capfd, "no frames")
+
+
+@pytest.mark.parametrize("decodes", [True, False])
+def test_the_decoder_closes_inside_the_capture(monkeypatch, capfd, decodes):
+    """FFmpeg's decoding threads may still print while the reader closes. That happens inside the capture on
+    every path, also when an error's traceback would keep the reader alive until a later garbage collection
+    (seen as a stray "[h264 @ ...]" line in whichever test ran next)."""
+    import decord
+
+    class Reader:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __len__(self):
+            return 4
+
+        def get_avg_fps(self):
+            return 24.0
+
+        def get_frame_timestamp(self, indices):
+            return np.array([[i / 24, (i + 1) / 24] for i in indices])
+
+        def get_batch(self, indices):
+            if not decodes:
+                raise RuntimeError("Reference 4 >= 4")
+            return decord.nd.array(np.zeros((len(indices), 8, 8, 3), dtype=np.uint8))
+
+        def __del__(self):
+            os.write(2, b"[h264 @ 0x1] Error splitting the input into NAL units.\n")
+
+    monkeypatch.setattr(decord, "VideoReader", Reader)
+    if decodes:
+        load_visual(SHAPES, frames=2)
+    else:
+        _bad(SHAPES, capfd, "corrupt or truncated")
+    gc.collect()
+    assert capfd.readouterr().err == ""
 
 
 @pytest.mark.parametrize("name", ["clip.txt", "clip.xyz", "clip"])

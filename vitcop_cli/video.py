@@ -337,33 +337,39 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
         ) from None
     log_captured(path, err.text)
 
-    total = len(reader)
-    if total <= 0:
-        raise InputError(f"video {path} has no frames; check that it plays, or re-encode it")
-    avg_fps = _finite_positive(_safe(reader.get_avg_fps))
-    duration = _pts_duration(reader, total)
-    if avg_fps is None and duration is not None:
-        avg_fps = total / duration
-    if duration is None and avg_fps is not None:
-        duration = total / avg_fps
+    try:
+        total = len(reader)
+        if total <= 0:
+            raise InputError(f"video {path} has no frames; check that it plays, or re-encode it")
+        avg_fps = _finite_positive(_safe(reader.get_avg_fps))
+        duration = _pts_duration(reader, total)
+        if avg_fps is None and duration is not None:
+            avg_fps = total / duration
+        if duration is None and avg_fps is not None:
+            duration = total / avg_fps
 
-    indices = sample_indices(total, avg_fps, fps=fps, frames=frames, max_frames=max_frames)
+        indices = sample_indices(total, avg_fps, fps=fps, frames=frames, max_frames=max_frames)
 
-    with NativeStderr() as err:
-        try:
-            batch = reader.get_batch(indices).asnumpy()
-            decode_exc = None
-        except Exception as exc:
-            batch, decode_exc = None, exc
-    if batch is None:
-        raise InputError(
-            f"cannot decode video {path}: the file is corrupt or truncated ({decord_reason(err.text, decode_exc)}); "
-            "re-encode it or get a fresh copy"
-        ) from None
-    log_captured(path, err.text)
+        with NativeStderr() as err:
+            try:
+                batch = reader.get_batch(indices).asnumpy()
+                decode_exc = None
+            except Exception as exc:  # its traceback would hold the reader (decord's frames): keep the message
+                batch, decode_exc = None, exc.with_traceback(None)
+        if batch is None:
+            raise InputError(
+                f"cannot decode video {path}: the file is corrupt or truncated "
+                f"({decord_reason(err.text, decode_exc)}); re-encode it or get a fresh copy"
+            ) from None
+        log_captured(path, err.text)
 
-    timestamps = _timestamps(reader, indices, avg_fps, duration)
-    del reader
+        timestamps = _timestamps(reader, indices, avg_fps, duration)
+    finally:
+        # Closing the reader joins FFmpeg's decoding threads; what they still print is captured here, on
+        # every path (an error's traceback would otherwise keep the reader alive until a later GC).
+        with NativeStderr() as closing:
+            del reader
+        log_captured(path, closing.text)
     import torch
 
     tensor = torch.from_numpy(batch)
