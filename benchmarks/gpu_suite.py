@@ -9,7 +9,7 @@ What it does (nothing is downloaded):
   7B checkpoint's architecture (:data:`CONFIGS_7B`: Qwen2-VL-7B-Instruct, Qwen2.5-VL-7B-Instruct,
   Qwen3-VL-8B-Instruct, Qwen3.5-9B (transformers' default Qwen3.5 text config), LLaVA-OneVision-Qwen2-7B),
   random bf16 weights created on the GPU; ``bench`` / ``tiny`` are the LLM / vision shapes of
-  ``vitcop_cli.devmodels`` with the real patch size, merge and input resolution. The processor is
+  ``vitcop_cli.models.devmodels`` with the real patch size, merge and input resolution. The processor is
   ``devmodels.make_processor``: the released checkpoints' image / video resolution around a small
   dev tokenizer (token ids of the config follow it).
 * Clip. A synthetic clip (moving squares on a gradient, a little noise), ``--frames`` frames of
@@ -63,10 +63,10 @@ from benchmarks.prefill_ratios import machine_info, print_table  # noqa: E402
 from benchmarks.survivor_reference import UNPRUNED, SurvivorReference, split_slack  # noqa: E402
 from pruning.adapters import adapter_for  # noqa: E402
 from vitcop_cli import api  # noqa: E402
-from vitcop_cli.devmodels import FAMILIES, LM_SHAPES, VISION_DEPTH, VISION_WIDTH, make_processor  # noqa: E402
+from vitcop_cli.models.devmodels import FAMILIES, LM_SHAPES, VISION_DEPTH, VISION_WIDTH, make_processor  # noqa: E402
 from vitcop_cli.profile import BASELINE, run_order  # noqa: E402
-from vitcop_cli.runtime import flash_attn_installed, resolve_device  # noqa: E402
-from vitcop_cli.synthetic import synthetic_clip  # noqa: E402
+from vitcop_cli.session.runtime import flash_attn_installed, resolve_device  # noqa: E402
+from vitcop_cli.media.synthetic import synthetic_clip  # noqa: E402
 
 SHAPES = ("7b", "bench", "tiny")
 PRESETS = ("1_3", "2_9", "1_9")
@@ -170,7 +170,7 @@ def _small_config(family: str, shape: str, vocab: int) -> dict:
                       num_position_embeddings=64 if shape == "tiny" else 256,
                       deepstack_visual_indexes=list(range(depth - 4, depth - 1)))
     elif family == "qwen3_5":  # the dev model's shapes (12 layers, hybrid), as devmodels builds it
-        from vitcop_cli.devmodels_qwen3_5 import config_parts
+        from vitcop_cli.models.builders.qwen3_5 import config_parts
 
         qshape, extra, vision = config_parts(shape)
         text.update(num_hidden_layers=qshape.layers, **extra)

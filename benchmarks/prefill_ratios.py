@@ -2,7 +2,7 @@
 
 What it measures (details and how to read the table: ``benchmarks/README.md``):
 
-* A mid-size random-weight Qwen2-VL (``vitcop_cli.devmodels`` size ``bench``: LM hidden 1024,
+* A mid-size random-weight Qwen2-VL (``vitcop_cli.models.devmodels`` size ``bench``: LM hidden 1024,
   12 layers, 16 heads / 2 KV heads, MLP 2816), built once into a cache folder; ``--family`` picks
   another family's bench model (e.g. ``qwen2_5_vl``, ``qwen3_vl``, ``qwen3_5`` — the last two need ``--frames 44``).
 * One clip (default ``samples/bounce.mp4``, 448x336, 32 frames -> 16 temporal patches x 192 tokens
@@ -57,8 +57,8 @@ if str(REPO) not in sys.path:  # allow ``python benchmarks/prefill_ratios.py`` w
 
 import pruning  # noqa: E402
 from vitcop_cli import api  # noqa: E402
-from vitcop_cli.devmodels import FAMILIES, LM_SHAPES, make_model  # noqa: E402
-from vitcop_cli.video import load_visual  # noqa: E402
+from vitcop_cli.models.devmodels import FAMILIES, LM_SHAPES, make_model  # noqa: E402
+from vitcop_cli.media.video import load_visual  # noqa: E402
 
 PRESETS = ("none", "1_3", "2_9", "1_9")
 RATIO_TOLERANCE = 1.15  # measured / predicted must lie in [1/1.15, 1.15]

@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from vitcop_cli import api  # noqa: E402
-from vitcop_cli.devmodels import make_model  # noqa: E402
+from vitcop_cli.models.devmodels import make_model  # noqa: E402
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vitcop"
 SAMPLES = REPO / "samples"

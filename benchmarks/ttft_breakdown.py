@@ -22,7 +22,7 @@ What it measures (ratios within one process; absolute times on a shared machine 
   splits exactly: ``slack = kernels x vitcop`` with kernels = reference / FLOPs (how the hardware runs layers
   of fewer tokens) and vitcop = measured / reference (what vitcop and ``generate`` add on top).
 * A static-content clip (``--static``: 16 frames of which the last 12 are one still frame; synthetic,
-  ``vitcop_cli.synthetic``): encoder time and ``encoder_patches`` (total / encoded) under ``1_9``
+  ``vitcop_cli.media.synthetic``): encoder time and ``encoder_patches`` (total / encoded) under ``1_9``
   against ``none``, showing what encoding each distinct temporal patch once saves.
 
 Targets (issue 18, CPU bench, vitcop, sdpa): slack <= 1.10 at N ~ 1,200 and <= 1.05 at N >= 3,000;
@@ -48,8 +48,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.survivor_reference import SurvivorReference, split_slack  # noqa: E402
 from vitcop_cli import api  # noqa: E402
-from vitcop_cli.synthetic import synthetic_clip  # noqa: E402
-from vitcop_cli.video import load_visual  # noqa: E402
+from vitcop_cli.media.synthetic import synthetic_clip  # noqa: E402
+from vitcop_cli.media.video import load_visual  # noqa: E402
 
 PRESETS = ("none", "1_3", "1_9")
 PHASES = ("generate_setup_s", "vision_encoder_s", "pre_llm_s", "llm_layers_s", "pruning_s", "first_token_s")

@@ -1,6 +1,6 @@
 """Shared fixtures: tiny random-weight checkpoints of each family, built once per test session.
 
-They are written with ``vitcop_cli.devmodels.make_model`` into a temporary folder and loaded through
+They are written with ``vitcop_cli.models.devmodels.make_model`` into a temporary folder and loaded through
 the same code path as a real checkpoint. Set VITCOP_TEST_MODELS=/some/dir to reuse them across runs
 (building is locked, so parallel pytest-xdist workers never write one folder at once).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vitcop_cli.devmodels import FAMILIES, make_model
+from vitcop_cli.models.devmodels import FAMILIES, make_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ it to another loopback address is refused. Production code has no such switch: t
 
 import sys
 
-from vitcop_cli import netguard
+from vitcop_cli.media import netguard
 
 ALIAS = sys.argv.pop(1)
 _real_refused_kind = netguard.refused_kind

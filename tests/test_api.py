@@ -17,9 +17,10 @@ import pytest
 import torch
 
 import vitcop_cli
-from vitcop_cli import api, report
+from vitcop_cli import api
+from vitcop_cli.cli import report
 from vitcop_cli.errors import InputError
-from vitcop_cli.video import load_visual
+from vitcop_cli.media.video import load_visual
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CLIP = SAMPLES / "shapes.mp4"  # 8 s, 24 fps, 192 frames, 320x240

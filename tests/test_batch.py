@@ -38,7 +38,7 @@ from vitcop_cli.batch import (
 )
 from vitcop_cli.errors import InputError
 from vitcop_cli.result import AskResult, PhaseTimes, Timings, TokenCounts, VisualInfo
-from vitcop_cli.runtime import MemoryReport
+from vitcop_cli.result import MemoryReport
 from pruning.stats import PruningReport
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -8,7 +8,6 @@ The 10 MB line runs the real command in a child process and measures that child'
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from child_memory import run_measured
 from test_api import CLIP, FRAMES
 from test_cli import ANSI, assert_one_line_failure, invoke, subprocess_env
-from vitcop_cli import api, model_ref, options
-from vitcop_cli.batch.inputs import MAX_LINE_BYTES
+from vitcop_cli import api, options
+from vitcop_cli.models import model_ref
+from vitcop_cli.questions.inputs import MAX_LINE_BYTES
 from vitcop_cli.errors import InputError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -41,20 +42,17 @@ def test_ten_megabyte_questions_line_is_refused_with_bounded_memory(tmp_path, ti
     assert q.stat().st_size > 10 * 2**20
     out = tmp_path / "out.jsonl"
     with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        child = subprocess.Popen(
+        code, peak = run_measured(  # this child's own peak RSS, not the test process's
             [sys.executable, "-m", "vitcop_cli", "batch", str(q), "-o", str(out), "-m", str(tiny_models["qwen2_vl"]),
-             "--offline", "--frames", str(FRAMES)],
+             "--offline", "--frames", str(FRAMES)], tmp_path / "peak",
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=tmp_path, env=subprocess_env(tmp_path),
         )
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS, not the test process's
-    code = os.waitstatus_to_exitcode(status)
     err = ANSI.sub("", (tmp_path / "stderr").read_text())
     assert code == 2, err
     assert "Traceback" not in err and (tmp_path / "stdout").read_text() == ""
     lines = err.strip().splitlines()
     assert lines == [f"error: {q}: 1 bad line: line 2: longer than {MAX_LINE_BYTES} bytes"], lines
     assert not out.exists() and not list(tmp_path.glob("out.jsonl.*"))  # refused before the lock or a part file
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     # the issue's bound; importing torch alone is ~650 MiB of it (the refusal itself reads at most 1 MiB a line)
     assert peak < 2**30, f"peak RSS {peak / 2**20:.0f} MiB"
 

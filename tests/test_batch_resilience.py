@@ -34,7 +34,7 @@ from vitcop_cli.batch import (
     record_key,
     run_batch,
 )
-from vitcop_cli.batch.inputs import MAX_LINE_BYTES
+from vitcop_cli.questions.inputs import MAX_LINE_BYTES
 from vitcop_cli.batch.merge import find_parts, merge, part_path
 from vitcop_cli.batch.plan import Pending, shares
 from vitcop_cli.errors import InputError

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from test_api import CLIP, QUESTION
 from test_cli import ANSI, assert_one_line_failure, invoke, subprocess_env
-from vitcop_cli import api, model_ref, options
+from vitcop_cli import api, options
+from vitcop_cli.models import model_ref
 from vitcop_cli.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,7 +263,7 @@ def test_json_fields_of_a_real_result_are_the_documented_ones(sampled):
 
 
 def test_report_shows_start_up_apart_and_fits_80_columns(sessions):
-    from vitcop_cli import report
+    from vitcop_cli.cli import report
 
     result = sessions["qwen2_vl"].ask(CLIP, QUESTION, preset="1_9", frames=3, max_new_tokens=2)
     result.timings.startup_s = 6.25
@@ -289,7 +290,7 @@ def test_start_up_is_set_by_the_cli(tiny_models):
 @pytest.fixture(scope="module")
 def fastv_profile(sessions):
     from vitcop_cli import profile as prof
-    from vitcop_cli.video import load_visual
+    from vitcop_cli.media.video import load_visual
 
     session = sessions["qwen2_vl"]
     prepared = session.prepare(load_visual(CLIP, frames=4), QUESTION)

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from test_cli import ANSI, assert_one_line_failure, invoke, subprocess_env
-from vitcop_cli import api, demo_models, devmodels
+from vitcop_cli import api
+from vitcop_cli.models import demo_models, devmodels
 from vitcop_cli.errors import EnvironmentProblem, InputError, RuntimeFailure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,9 +101,11 @@ def test_cache_location_follows_the_media_cache(tmp_path, monkeypatch):
 
 def test_the_build_key_changes_with_the_builder(monkeypatch, tmp_path):
     before = demo_models.build_key()
-    copy = tmp_path / "devmodels.py"
-    copy.write_bytes(Path(devmodels.__file__).read_bytes() + b"\n# changed\n")
-    monkeypatch.setattr(devmodels, "__file__", str(copy))
+    sources = devmodels.builder_sources()
+    assert any(p.name == "qwen2_vl.py" for p in sources)  # a family builder counts, not only the registry
+    copy = tmp_path / "qwen2_vl.py"
+    copy.write_bytes(next(p for p in sources if p.name == "qwen2_vl.py").read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(devmodels, "builder_sources", lambda: [p if p.name != "qwen2_vl.py" else copy for p in sources])
     assert demo_models.build_key() != before
 
 
@@ -150,7 +153,7 @@ def test_a_cached_demo_model_is_reused(seeded, monkeypatch):
 _CHILD = """
 import json, os, sys, time
 from pathlib import Path
-from vitcop_cli import demo_models, devmodels
+from vitcop_cli.models import demo_models, devmodels
 log, seconds = Path(sys.argv[1]), float(sys.argv[2])
 def counting_builder(family, out, size="tiny", seed=0):
     with open(log, "a") as f:

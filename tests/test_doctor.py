@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from pruning import compat
 from vitcop_cli.doctor import checks as doctor  # the module the command calls (monkeypatched below)
 from vitcop_cli.app import app
-from vitcop_cli.devmodels import FAMILIES
+from vitcop_cli.models.devmodels import FAMILIES
 
 
 def test_doctor_passes_every_check_for_every_family():
@@ -60,7 +60,7 @@ def test_doctor_refuses_an_unknown_family():
 def test_the_self_tests_decode_no_file(monkeypatch):
     """doctor must work from a wheel install, which has no samples/: its input is synthetic, so every
     check passes with file decoding made impossible."""
-    from vitcop_cli import video
+    from vitcop_cli.media import video
 
     def no_files(*_a, **_k):
         raise AssertionError("doctor decoded a file")

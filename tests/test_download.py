@@ -1,4 +1,4 @@
-"""``vitcop_cli.download.fetch`` against a local ``http.server`` on 127.0.0.1 (no network needed)."""
+"""``vitcop_cli.media.download.fetch`` against a local ``http.server`` on 127.0.0.1 (no network needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vitcop_cli.download import cache_path_for, default_cache_dir, fetch, is_url
+from vitcop_cli.media.download import cache_path_for, default_cache_dir, fetch, is_url
 from vitcop_cli.errors import InputError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

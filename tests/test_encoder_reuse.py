@@ -28,8 +28,8 @@ from pruning import compat, encoder_reuse
 from pruning.engine import attach
 from pruning.presets import load_preset
 from pruning.repeats import RepeatPlan, find_repeats
-from vitcop_cli.devmodels import FAMILIES
-from vitcop_cli.synthetic import synthetic_clip
+from vitcop_cli.models.devmodels import FAMILIES
+from vitcop_cli.media.synthetic import synthetic_clip
 
 NEW_TOKENS = 4
 
@@ -304,7 +304,7 @@ def test_a_sabotaged_spread_back_fails_every_oracle(sessions, inputs, family, sh
 def test_one_call_of_several_inputs_reuses_within_and_across_them(sessions, inputs, image, family):
     """A Qwen encoder call of a still video and the same image twice: one temporal patch of the video and one
     image are encoded; the second image is dropped from the shrunk grid; every output equals the unmodified."""
-    from vitcop_cli.video import load_visual
+    from vitcop_cli.media.video import load_visual
 
     session = sessions[family]
     video = inputs[family, "still"]

@@ -68,7 +68,7 @@ def test_doctor_reports_an_unimportable_transformers_as_a_fail_line(tmp_path, br
 
 
 def test_doctor_lists_the_demo_models(monkeypatch, tmp_path):
-    from vitcop_cli import demo_models
+    from vitcop_cli.models import demo_models
     from vitcop_cli.doctor import checks as doctor
 
     monkeypatch.setenv("VITCOP_CACHE", str(tmp_path))
@@ -155,7 +155,7 @@ def test_which_loading_errors_blame_the_environment(exc, expected):
 
 
 def test_decord_that_does_not_import_is_an_environment_problem(monkeypatch):
-    from vitcop_cli import video
+    from vitcop_cli.media import video
 
     monkeypatch.setitem(sys.modules, "decord", None)  # "import decord" raises ImportError
     with pytest.raises(EnvironmentProblem, match=r"decord \S+ cannot be imported"):

@@ -13,8 +13,8 @@ from pruning.evs import evs_select
 from pruning.presets import load_preset
 from tests import test_methods
 from tests.test_oracles import _greedy, _prefill_logits, assert_matches_masked_reference, layer_lengths
-from vitcop_cli.devmodels import FAMILIES
-from vitcop_cli.video import load_visual
+from vitcop_cli.models.devmodels import FAMILIES
+from vitcop_cli.media.video import load_visual
 
 runs = test_methods.runs  # the baselines' fixture: {family: (session, inputs of a 4-frame clip)}
 

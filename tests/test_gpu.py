@@ -7,9 +7,9 @@ import torch
 
 import pruning
 from vitcop_cli import api
-from vitcop_cli.devmodels import FAMILIES
-from vitcop_cli.runtime import flash_attn_installed
-from vitcop_cli.video import load_visual
+from vitcop_cli.models.devmodels import FAMILIES
+from vitcop_cli.session.runtime import flash_attn_installed
+from vitcop_cli.media.video import load_visual
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 needs_flash = pytest.mark.skipif(

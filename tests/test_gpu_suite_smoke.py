@@ -159,7 +159,7 @@ def test_7b_configs_are_the_released_architectures(suite, family, billions, laye
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vitcop_cli.devmodels import make_processor
+    from vitcop_cli.models.devmodels import make_processor
 
     assert family in suite.SUITE_FAMILIES
     processor, ids = make_processor(family)

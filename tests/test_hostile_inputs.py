@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from child_memory import run_measured
 from test_api import CLIP, FRAMES, QUESTION
 from test_cli import ANSI, assert_one_line_failure, invoke, run_cli, subprocess_env
 from vitcop_cli import api
@@ -145,18 +146,15 @@ def test_ten_megabyte_question_on_stdin_is_refused_with_bounded_memory(tmp_path,
     question = tmp_path / "question.txt"
     question.write_text("why " * (10 * 2**20 // 4))
     with open(question) as stdin, open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
-        child = subprocess.Popen(
+        code, peak = run_measured(  # this child's own peak RSS, not the test process's
             [sys.executable, "-m", "vitcop_cli", "ask", str(CLIP), "-", "--model", str(tiny_models["qwen2_vl"]),
-             "--frames", str(FRAMES)],
+             "--frames", str(FRAMES)], tmp_path / "peak",
             stdin=stdin, stdout=out, stderr=err, cwd=tmp_path, env=subprocess_env(tmp_path),
         )
-        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
-        child.returncode = os.waitstatus_to_exitcode(status)
     stderr = (tmp_path / "err").read_text()
-    assert child.returncode == 2, stderr
+    assert code == 2, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and "question on stdin is 1,000,001 characters long; the limit is 1,000,000" in lines[0]
-    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     assert peak < 2**30, f"peak RSS {peak / 2**20:.0f} MiB"
 
 
@@ -175,7 +173,7 @@ def test_library_refuses_a_huge_question_before_tokenising(sessions):
 
 def test_library_refuses_a_huge_chat_message_before_tokenising(sessions, monkeypatch):
     """Multi-turn chats (the server's path) are bounded too, in every turn, before the chat template runs."""
-    from vitcop_cli.video import load_visual
+    from vitcop_cli.media.video import load_visual
 
     session = sessions["qwen2_vl"]
     monkeypatch.setattr(session.processor, "apply_chat_template", lambda *a, **k: pytest.fail("tokenised"))
@@ -218,7 +216,7 @@ def test_library_bounds_prompt_plus_answer(sessions):
     assert session.max_positions == 32768
     with pytest.raises(InputError, match="does not fit"):
         session.ask(CLIP, "ok?", frames=4, max_new_tokens=10**9)
-    prepared = session.prepare(__import__("vitcop_cli.video", fromlist=["x"]).load_visual(CLIP, frames=4), "ok?")
+    prepared = session.prepare(__import__("vitcop_cli.media.video", fromlist=["x"]).load_visual(CLIP, frames=4), "ok?")
     prompt = prepared.inputs["input_ids"].shape[1]
     with pytest.raises(InputError, match="the prompt is"):
         session.generate(prepared, preset="none", max_new_tokens=32768 - prompt + 1)
@@ -299,7 +297,7 @@ def test_library_refuses_non_finite_floats(sessions, kwargs):
 def test_preset_whose_layers_do_not_fit_is_exit_2_up_front(tmp_path, tiny_models, monkeypatch):
     path = tmp_path / "deep.yaml"
     path.write_text("ratio: 0.3\nvision_keep: 0.5\ncluster_fraction: 0.5\nshallow_layer: 100\n")
-    import vitcop_cli.video as video
+    import vitcop_cli.media.video as video
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("the preset must be refused before any clip is decoded")
@@ -332,7 +330,7 @@ def test_make_model_seed_out_of_range_names_the_option(tmp_path, seed):
 
 
 def test_make_model_files_share_one_mode(tmp_path):
-    from vitcop_cli.devmodels import make_model
+    from vitcop_cli.models.devmodels import make_model
 
     out = make_model("qwen2_vl", tmp_path / "m")
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir() if p.is_file()}
@@ -347,7 +345,7 @@ def test_make_model_files_share_one_mode(tmp_path):
 
 @pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
 def test_terminate_as_interrupt(name, code):
-    from vitcop_cli.signals import Terminated, terminate_as_interrupt
+    from vitcop_cli.cli.signals import Terminated, terminate_as_interrupt
 
     signum = getattr(signal, name)
     before = signal.getsignal(signum)
@@ -368,7 +366,7 @@ def test_ask_and_profile_exit_with_the_signal_status(monkeypatch, command, name,
         time.sleep(5)
         raise AssertionError("the signal should have interrupted loading")
 
-    from vitcop_cli import model_ref
+    from vitcop_cli.models import model_ref
 
     monkeypatch.setattr(api, "load", signalled_while_loading)
     monkeypatch.setattr(model_ref, "declared_config", lambda model, offline=False: ({"model_type": "qwen2_vl"}, offline))
@@ -427,7 +425,7 @@ def test_hub_id_without_network_fails_fast_in_one_line(tmp_path):
 
 
 def test_device_mps_without_mps(tiny_models):
-    from vitcop_cli.runtime import mps_available, resolve_dtype
+    from vitcop_cli.session.runtime import mps_available, resolve_dtype
 
     if mps_available():
         pytest.skip("this machine has MPS")

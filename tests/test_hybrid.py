@@ -15,7 +15,7 @@ from pruning.budget import snap_cut_layer
 from pruning.flops import LinearAttention, decoder_prefill_flops, layer_flops, linear_layer_flops
 from pruning.presets import PresetError, load_preset
 from pruning.verify import PruningNotApplied
-from vitcop_cli.video import load_visual
+from vitcop_cli.media.video import load_visual
 
 LIN, FULL = "linear_attention", "full_attention"
 RELEASED = [LIN, LIN, LIN, FULL] * 8  # 32 layers, full attention at 3, 7, ..., 31

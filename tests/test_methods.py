@@ -16,8 +16,8 @@ from pruning.baselines import evenly_spaced, single_cut_budget
 from pruning.presets import load_preset
 from tests.test_oracles import _greedy, assert_matches_masked_reference, layer_lengths
 from vitcop_cli import api
-from vitcop_cli.devmodels import FAMILIES
-from vitcop_cli.video import load_visual
+from vitcop_cli.models.devmodels import FAMILIES
+from vitcop_cli.media.video import load_visual
 
 BASELINES = ("fastv", "divprune", "uniform")
 

@@ -18,11 +18,16 @@ import threading
 import pytest
 
 from http_targets import CLIP_BYTES, SECRET, Target, can_bind
-from vitcop_cli import netguard
-from vitcop_cli.download import fetch
+from vitcop_cli.media import netguard
+from vitcop_cli.media.download import fetch
 from vitcop_cli.errors import InputError
-from vitcop_cli.netguard import (MediaHostGuard, MediaHostRefused, domain_allowed, parse_domain_patterns,
-                                 refused_kind)
+from vitcop_cli.media.netguard import (
+    MediaHostGuard,
+    MediaHostRefused,
+    domain_allowed,
+    parse_domain_patterns,
+    refused_kind,
+)
 
 ALIAS = "127.0.0.2"  # the loopback address the tests below may call public
 needs_alias = pytest.mark.skipif(not can_bind(ALIAS), reason="127.0.0.2 is not a loopback address here")

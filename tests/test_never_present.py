@@ -19,8 +19,8 @@ from pruning import survivors
 from pruning.oracles import NeverPresent
 from pruning.presets import load_preset
 from vitcop_cli import api
-from vitcop_cli.devmodels import FAMILIES
-from vitcop_cli.video import load_visual
+from vitcop_cli.models.devmodels import FAMILIES
+from vitcop_cli.media.video import load_visual
 
 ATTNS = ("sdpa", "eager")
 NEW_TOKENS = 5

@@ -23,8 +23,8 @@ from pruning.oracles import KeyMask, NeverPresent, dropped_before
 from pruning.budget import stage_budgets
 from pruning.presets import Preset, load_preset
 from vitcop_cli import api
-from vitcop_cli.devmodels import FAMILIES
-from vitcop_cli.video import load_visual
+from vitcop_cli.models.devmodels import FAMILIES
+from vitcop_cli.media.video import load_visual
 
 ATTNS = ("sdpa", "eager")
 NEW_TOKENS = 6

@@ -15,7 +15,7 @@ import torch
 
 from pruning.timing import Timeline
 from tests.test_api import check_phases
-from vitcop_cli.video import load_visual
+from vitcop_cli.media.video import load_visual
 
 SLEEP = 1.0
 

@@ -1,6 +1,6 @@
 """The CLI exits with the status it chose even while a vitcop worker thread is inside torch.
 
-Without :mod:`vitcop_cli.process_exit`, a daemon thread running torch ops when the interpreter
+Without :mod:`vitcop_cli.cli.process_exit`, a daemon thread running torch ops when the interpreter
 finalises makes libtorch abort (``terminate called without an active exception``, status 134):
 an interrupted ``batch`` reported -6 instead of 143 on CI.
 """
@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from vitcop_cli.process_exit import busy_workers, exit_process, status_of
+from vitcop_cli.cli.process_exit import busy_workers, exit_process, status_of
 
 _BUSY_THEN_EXIT = textwrap.dedent(
     """

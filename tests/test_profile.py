@@ -255,7 +255,7 @@ def test_profile_json_schema(profiled, tiny_models):
 def test_profile_matches_none_is_the_token_comparison(profiled, sessions):
     """matches_none compares greedy token ids; the library on the same inputs agrees with the CLI."""
     d, _, _ = profiled
-    from vitcop_cli.video import load_visual
+    from vitcop_cli.media.video import load_visual
 
     session = sessions["qwen2_vl"]
     prepared = session.prepare(load_visual(CLIP, frames=FRAMES), d["question"])
@@ -335,7 +335,7 @@ def test_profile_table_fits_80_columns(profiled):
 
 def test_run_profile_library(sessions):
     session = sessions["llava_onevision"]
-    from vitcop_cli.video import load_visual
+    from vitcop_cli.media.video import load_visual
 
     prepared = session.prepare(load_visual(CLIP, frames=FRAMES), "What moves?")
     calls = []

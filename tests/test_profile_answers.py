@@ -11,7 +11,7 @@ import pytest
 from tests import test_profile
 from tests.test_cli import assert_one_line_failure
 from tests.test_profile import invoke
-from vitcop_cli.batch.inputs import mc_prompt
+from vitcop_cli.questions.inputs import mc_prompt
 from vitcop_cli.errors import InputError
 from vitcop_cli.profile.answers import add_accuracy, prepare_answers, read_answers
 

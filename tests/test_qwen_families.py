@@ -28,7 +28,7 @@ import pruning
 from pruning import compat
 from pruning.oracles import KeyMask, dropped_before
 from pruning.presets import Preset
-from vitcop_cli.video import load_visual
+from vitcop_cli.media.video import load_visual
 
 STAGE1_ONLY = Preset(name="stage1-only", ratio=1.0, vision_keep=0.5, cluster_fraction=0.18, deep_divisor=1.0)
 
@@ -268,7 +268,7 @@ def moe(tmp_path_factory, clip, request):
     import os
 
     from vitcop_cli import api
-    from vitcop_cli.devmodels import make_model
+    from vitcop_cli.models.devmodels import make_model
 
     base = os.environ.get("VITCOP_TEST_MODELS")
     folder = (Path(base) if base else tmp_path_factory.mktemp("moe")) / f"{request.param}-tiny"

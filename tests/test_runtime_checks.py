@@ -24,9 +24,9 @@ from pruning.engine import PruningHandle
 from pruning.flops import paper_prefill_flops
 from pruning.timing import Stopwatch
 from pruning.verify import PruningNotApplied, UnsupportedGeneration
-from vitcop_cli.devmodels import FAMILIES
+from vitcop_cli.models.devmodels import FAMILIES
 from vitcop_cli.errors import RuntimeFailure
-from vitcop_cli.video import load_visual
+from vitcop_cli.media.video import load_visual
 
 
 @pytest.fixture(scope="module")

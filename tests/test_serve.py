@@ -298,7 +298,7 @@ def test_multi_turn_chat_goes_through_the_chat_template(server, reference, media
         {"role": "user", "content": "And then?"},
     ]
     out = server.client().chat.completions.create(model=model_id(server), messages=messages, max_tokens=MAX_NEW)
-    from vitcop_cli.video import load_visual
+    from vitcop_cli.media.video import load_visual
 
     hf = [
         {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},

@@ -16,7 +16,7 @@ from vitcop_cli.serve.media import resolve_media
 from vitcop_cli.serve.request import parse_chat_request, with_visual_kind
 from vitcop_cli.serve.text_stream import AnswerText, final_answer
 from vitcop_cli.errors import InputError
-from vitcop_cli.video import load_visual
+from vitcop_cli.media.video import load_visual
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -355,7 +355,7 @@ def test_a_remote_body_over_the_cap_without_content_length_is_413(tmp_path):
     import http.server
     import threading
 
-    from vitcop_cli.download import DownloadTooLarge, fetch
+    from vitcop_cli.media.download import DownloadTooLarge, fetch
     from vitcop_cli.serve.media import local_file
 
     class NoLength(http.server.BaseHTTPRequestHandler):
@@ -388,7 +388,7 @@ def test_a_remote_body_over_the_cap_without_content_length_is_413(tmp_path):
 
 
 def test_the_413_is_decided_by_the_error_type_not_its_wording(monkeypatch, tmp_path):
-    import vitcop_cli.download as download
+    import vitcop_cli.media.download as download
     from vitcop_cli.serve.media import local_file
 
     cfg = config(allow_remote_media=True, allow_private_media_hosts=True)

@@ -21,7 +21,7 @@ import pytest
 
 from http_targets import SECRET, Target, can_bind
 from test_serve import Server, body, expect_error, launch, ready
-from vitcop_cli.download import fetch
+from vitcop_cli.media.download import fetch
 
 ALIAS = "127.0.0.2"
 LAUNCHER = Path(__file__).resolve().parent / "serve_with_public_alias.py"

@@ -1,4 +1,4 @@
-"""Frame sampling, decoding and bad-input handling of :mod:`vitcop_cli.video` (CPU, a few seconds)."""
+"""Frame sampling, decoding and bad-input handling of :mod:`vitcop_cli.media.video` (CPU, a few seconds)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from vitcop_cli.errors import InputError, VitcopError
-from vitcop_cli.video import (
+from vitcop_cli.media.video import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     Visual,

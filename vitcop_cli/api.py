@@ -6,7 +6,7 @@ module per job:
 
 - ``load(model, *, device, dtype, attn, offline)`` (:mod:`~vitcop_cli.session.loading`): a Hugging
   Face id, a local folder, or a built-in demo model (``tiny:qwen2_vl``, ``bench:<family>``: built
-  offline on first use, see :mod:`vitcop_cli.demo_models`). The config is read first (an
+  offline on first use, see :mod:`vitcop_cli.models.demo_models`). The config is read first (an
   unsupported ``model_type`` fails before any weight is read), then the model's own
   ``AutoProcessor`` and weights (``local_files_only`` everywhere when ``offline``). A broken
   torch / transformers is an environment problem (exit 1), never a bad checkpoint.
@@ -24,7 +24,7 @@ module per job:
 from __future__ import annotations
 
 from .defaults import DEFAULT_METHOD, DEFAULT_MODEL, DEFAULT_PRESET
-from .preset_table import PresetRow, preset_table  # ``vitcop presets`` (no torch)
+from .models.preset_table import PresetRow, preset_table  # ``vitcop presets`` (no torch)
 from .result import AskResult
 from .session.choices import check_method, check_preset, list_methods
 from .session.loading import load, model_identity, quiet_library_logs

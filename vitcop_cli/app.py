@@ -2,7 +2,7 @@
 
 ``ask``, ``presets``, ``methods``, ``models`` and ``dev make-model`` live here; ``batch``, ``profile``, ``serve``
 and ``doctor`` live in their subpackages (``<package>/cli.py``) and are registered below. What they
-share (the stderr console, the one-line failure, the pre-load checks) is :mod:`vitcop_cli.cli_common`.
+share (the stderr console, the one-line failure, the pre-load checks) is :mod:`vitcop_cli.cli.common`.
 
 Exit statuses: 0 success, 2 usage / input errors, 1 runtime failures. Expected failures print one
 line on stderr; ``--debug`` shows the full traceback of anything.
@@ -20,12 +20,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import cli_options as o
 from .batch.cli import batch_cmd
-from .cli_common import check_local_media, check_model, err, fail, media_file, read_question, state
+from .cli import option_types as o
+from .cli.common import check_local_media, check_model, err, fail, media_file, read_question, state
+from .cli.help_format import VitcopGroup
 from .doctor.cli import doctor_cmd
 from .errors import InputError
-from .help_format import VitcopGroup
 from .profile.cli import profile_cmd
 from .serve.cli import serve_cmd
 
@@ -92,7 +92,7 @@ def ask(
     """
     state["debug"] = debug
     try:
-        from .signals import terminate_as_interrupt
+        from .cli.signals import terminate_as_interrupt
 
         with terminate_as_interrupt():
             from . import options
@@ -109,7 +109,8 @@ def ask(
             check_local_media(video)
             offline = check_model(model, offline)
             media = media_file(video, progress=not json_out)
-            from . import api, report
+            from . import api
+            from .cli import report
 
             api.quiet_library_logs(debug)
             with err.status(f"loading {escape(model)} …", spinner="dots") if not json_out else nullcontext():
@@ -170,8 +171,8 @@ def presets_cmd(
     """List the built-in pruning presets and the token budgets they give (no model is loaded)."""
     state["debug"] = debug
     try:
-        from . import report
-        from .preset_table import preset_table
+        from .cli import report
+        from .models.preset_table import preset_table
 
         rows = preset_table(model=model, n_visual=visual_tokens, offline=offline)
         report.render_presets(rows, Console(), model=model, n_visual=visual_tokens)
@@ -210,7 +211,7 @@ def models_cmd(
 
     from rich.table import Table
 
-    from .demo_models import cache_root, listing
+    from .models.demo_models import cache_root, listing
 
     rows = listing()
     if json_out:
@@ -252,7 +253,7 @@ def make_model_cmd(
 
         check_seed(seed)
         from .api import quiet_library_logs
-        from .devmodels import make_model
+        from .models.devmodels import make_model
 
         if out.exists() and not out.is_dir():
             raise InputError(f"{out} exists and is not a folder; give a new or existing folder to write into")
@@ -287,7 +288,7 @@ def main() -> None:
     try:
         app(prog_name="vitcop")
     except SystemExit as exc:  # a worker thread still inside torch would abort finalisation (status 134)
-        from .process_exit import exit_process
+        from .cli.process_exit import exit_process
 
         exit_process(exc.code)
         raise

@@ -16,9 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pruning.stats import PruningReport
 
 from .phase_times import PhaseTimes
-from .runtime import MemoryReport
 
 SCHEMA = "vitcop.ask/1"
+
+
+@dataclass
+class MemoryReport:
+    device: str
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    peak_rss_bytes: int | None = None
 
 
 @dataclass

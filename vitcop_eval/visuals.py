@@ -1,10 +1,10 @@
-"""Turn what an lmms-eval task's ``doc_to_visual`` returns into one :class:`vitcop_cli.video.Visual`.
+"""Turn what an lmms-eval task's ``doc_to_visual`` returns into one :class:`vitcop_cli.media.video.Visual`.
 
 Contract: :func:`to_visual` accepts what video and image tasks return for one document — a list
 (or tuple) holding exactly one item, or the item itself — where the item is
 
 - a path (``str`` / ``os.PathLike``) to a video or image file: decoded by vitcop's own
-  :func:`vitcop_cli.video.load_visual` (frames sampled at ``fps`` up to ``max_frames``, or exactly
+  :func:`vitcop_cli.media.video.load_visual` (frames sampled at ``fps`` up to ``max_frames``, or exactly
   ``frames`` when the task fixes a count; images ignore both), or
 - a ``PIL.Image.Image`` (image tasks keep images in the dataset): converted to RGB and wrapped as
   an image :class:`Visual` without touching the disk.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 
 from vitcop_cli.errors import InputError
-from vitcop_cli.video import Visual, image_visual, load_visual
+from vitcop_cli.media.video import Visual, image_visual, load_visual
 
 __all__ = ["to_visual"]
 

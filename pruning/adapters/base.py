@@ -167,7 +167,7 @@ class FamilyAdapter:
     ) -> tuple[dict, list[str]]:
         """Extra kwargs for ``processor(...)`` for a ``kind`` ("video"/"image") input, plus warnings.
 
-        ``visual``: the decoded input (``vitcop_cli.video.Visual``: source fps, frame count, sampled frame
+        ``visual``: the decoded input (``vitcop_cli.media.video.Visual``: source fps, frame count, sampled frame
         indices), for families whose prompt or positions depend on the frames' times; may be None."""
         return {}, []
 

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .. import cli_options as o
-from ..cli_common import fail, state
+from ..cli import option_types as o
+from ..cli.common import fail, state
 from ..errors import InputError, VitcopError
 
 
@@ -84,47 +84,22 @@ def batch_cmd(
     state["debug"] = debug
     dctx = lock = None
     try:
-        import json
-
-        from ..options import check_run_options
-        from ..signals import Terminated, terminate_as_interrupt
+        from ..cli.signals import terminate_as_interrupt
         from . import dist as batch_dist
-        from . import view as batch_view
-        from .inputs import printable, read_folder, read_jsonl
         from .lock import OutLock
-        from .store import check_out_path
+        from .request import check_request
 
         if fps is not None and frames is not None:
             raise InputError("--fps and --frames are mutually exclusive; give one of them")
         if not input.exists():
             raise InputError(f"input not found: {input}; give a folder or a JSONL questions file")
-        preset_list, method_list = presets.split(","), methods.split(",")
-        check_run_options(  # before torch is imported: bad options and inputs fail in a second
-            preset_list, method_list, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
-            min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-        )
-        if input.is_dir():
-            inputs = read_folder(input, question or [])
-        else:
-            from ..video import is_media_file
-
-            if is_media_file(input):
-                raise InputError(
-                    f"{input} is a single clip; give a folder of clips or a JSONL questions file (or use `vitcop ask`)"
-                )
-            if question:
-                raise InputError("--question is for folders; a JSONL file carries a question on every line")
-            inputs = read_jsonl(input)
-        check_out_path(out, input)
+        run_options = dict(fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
+                           max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        # before torch is imported: bad options, inputs and --out fail in a second
+        loaded, method_list, _ = check_request(presets.split(","), methods.split(","), out, input, **run_options)
+        inputs = _read_inputs(input, question)
         if nproc is not None:
-            from . import launch
-
-            if nproc < 1:
-                raise InputError("--nproc must be at least 1")
-            if batch_dist.under_torchrun():
-                raise InputError("--nproc starts torchrun itself; under torchrun leave it out")
-            OutLock(out).release()  # refuse now, before starting any rank, if another batch holds --out
-            raise typer.Exit(launch.launch(nproc, launch.worker_argv(ctx), debug=debug))
+            _launch(ctx, nproc, out, debug)
         with terminate_as_interrupt():
             dctx = batch_dist.from_env()
             root = dctx is None or dctx.is_root
@@ -133,76 +108,138 @@ def batch_cmd(
                 return OutLock(out) if root else None
 
             lock = take_lock() if dctx is None else dctx.agree("taking the --out lock", take_lock)
-            if dctx is not None:
-                import torch
-
-                if device in ("auto", "cuda") and torch.cuda.is_available():
-                    device = f"cuda:{dctx.local_rank}"
-                elif device == "cpu" or not torch.cuda.is_available():
-                    torch.set_num_threads(batch_dist.threads_per_rank(dctx.local_world))
-            from .. import api, batch  # torch from here on
-
-            api.quiet_library_logs(debug)
-            with batch_view.BatchConsole() as console:
-                if root:
-                    for note in inputs.notes:
-                        console.print(f"[yellow]note[/]: {escape(printable(note))}", highlight=False,
-                                      soft_wrap=True)
-
-                def load():
-                    session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
-                    batch.check_presets_fit(session, batch.check_run_options(preset_list, method_list)[0])
-                    session.check_lengths(max_new_tokens)  # up front, before any job or --out
-                    return session
-
-                with console.status(f"loading {escape(model)} …", spinner="dots") if root else nullcontext():
-                    session = load() if dctx is None else dctx.agree("loading the model", load)
-                options = dict(
-                    presets=preset_list, methods=method_list, fps=fps, frames=frames, max_frames=max_frames,
-                    max_pixels=max_pixels, min_pixels=min_pixels, system=system, max_new_tokens=max_new_tokens,
-                    temperature=temperature, top_p=top_p, seed=seed, prefetch=prefetch, retry_failed=not skip_failed,
-                    dist=dctx, lock=lock,
-                )
-                try:
-                    if root:
-                        summary = batch_view.run_with_progress(console, session, inputs.items, out, debug=debug,
-                                                               **options)
-                    else:
-                        batch.run_batch(session, inputs.items, out, **options)
-                        raise typer.Exit(0)  # rank 0 reports the job and its status
-                except batch.BatchInterrupted as exc:
-                    code = exc.cause.exit_code if isinstance(exc.cause, Terminated) else 130
-                    if root:
-                        s = exc.summary
-                        n = s.ok + s.failed
-                        where = (f"to {escape(printable(out))}" if dctx is None
-                                 else f"next to {escape(printable(out))} (part files, merged by the next run)")
-                        why = exc.cause.signal_name if isinstance(exc.cause, Terminated) else "Ctrl-C"
-                        console.print(
-                            f"[bold red]interrupted[/] ({why}): {n} result{'s' if n != 1 else ''} written {where} "
-                            "this run; run the same command again to resume",
-                            highlight=False, soft_wrap=True,
-                        )
-                    raise typer.Exit(code)
-                if json_out:
-                    print(json.dumps(summary.to_dict(), indent=2))
-                else:
-                    batch_view.render_summary(summary, Console())
-                batch_view.render_notes(summary, console)
+            device = _rank_device(dctx, device)
+            options = dict(
+                presets=presets.split(","), methods=method_list, fps=fps, frames=frames, max_frames=max_frames,
+                max_pixels=max_pixels, min_pixels=min_pixels, system=system, max_new_tokens=max_new_tokens,
+                temperature=temperature, top_p=top_p, seed=seed, prefetch=prefetch, retry_failed=not skip_failed,
+                dist=dctx, lock=lock,
+            )
+            load = dict(model=model, device=device, dtype=dtype, attn=attn, offline=offline)
+            summary = _run(inputs, out, loaded, load, options, dctx, json_out=json_out, debug=debug)
         raise typer.Exit(summary.exit_code)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
         if isinstance(exc, typer.Exit):
             raise
-        if dctx is not None and not dctx.is_root:  # rank 0 reports what all ranks share
-            if getattr(exc, "reported_by_root", False):
-                raise typer.Exit(exc.exit_code) from None
-            if isinstance(exc, KeyboardInterrupt):
-                raise typer.Exit(getattr(exc, "exit_code", 130)) from None
-            if isinstance(exc, VitcopError):
-                exc = type(exc)(f"rank {dctx.rank} on {dctx.host}: {exc}")
-        fail(exc)
+        _fail(exc, dctx)
     finally:
         if lock is not None:
             lock.release()
         if dctx is not None:
             dctx.close()
+
+
+def _read_inputs(input: Path, question: Optional[list[str]]):  # noqa: A002
+    """The items of a folder (every ``--question`` about every clip) or of a JSONL questions file."""
+    from ..questions.inputs import read_folder, read_jsonl
+
+    if input.is_dir():
+        return read_folder(input, question or [])
+    from ..media.video import is_media_file
+
+    if is_media_file(input):
+        raise InputError(
+            f"{input} is a single clip; give a folder of clips or a JSONL questions file (or use `vitcop ask`)"
+        )
+    if question:
+        raise InputError("--question is for folders; a JSONL file carries a question on every line")
+    return read_jsonl(input)
+
+
+def _launch(ctx: typer.Context, nproc: int, out: Path, debug: bool) -> None:
+    """``--nproc N``: start torchrun with N ranks running this same command, and exit with its status."""
+    from . import dist as batch_dist
+    from . import launch
+    from .lock import OutLock
+
+    if nproc < 1:
+        raise InputError("--nproc must be at least 1")
+    if batch_dist.under_torchrun():
+        raise InputError("--nproc starts torchrun itself; under torchrun leave it out")
+    OutLock(out).release()  # refuse now, before starting any rank, if another batch holds --out
+    raise typer.Exit(launch.launch(nproc, launch.worker_argv(ctx), debug=debug))
+
+
+def _rank_device(dctx, device: str) -> str:
+    """Under torchrun: each rank on its own GPU (``cuda:<local rank>``), or the CPU threads split between ranks."""
+    if dctx is None:
+        return device
+    import torch
+
+    from . import dist as batch_dist
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{dctx.local_rank}"
+    if device == "cpu" or not torch.cuda.is_available():
+        torch.set_num_threads(batch_dist.threads_per_rank(dctx.local_world))
+    return device
+
+
+def _run(inputs, out: Path, loaded: list, load: dict, options: dict, dctx, *, json_out: bool, debug: bool):
+    """Load the model (agreed between ranks), run the batch with progress and render the summary on rank 0.
+    Returns rank 0's summary; other ranks exit 0 when done (rank 0 reports the job and its status)."""
+    import json
+
+    from .. import api, batch  # torch from here on
+    from ..questions.inputs import printable
+    from . import view as batch_view
+
+    root = dctx is None or dctx.is_root
+    api.quiet_library_logs(debug)
+    with batch_view.BatchConsole() as console:
+        if root:
+            for note in inputs.notes:
+                console.print(f"[yellow]note[/]: {escape(printable(note))}", highlight=False, soft_wrap=True)
+
+        def load_session():
+            session = api.load(**load)
+            batch.check_presets_fit(session, loaded)
+            session.check_lengths(options["max_new_tokens"])  # up front, before any job or --out
+            return session
+
+        with console.status(f"loading {escape(load['model'])} …", spinner="dots") if root else nullcontext():
+            session = load_session() if dctx is None else dctx.agree("loading the model", load_session)
+        try:
+            if not root:
+                batch.run_batch(session, inputs.items, out, **options)
+                raise typer.Exit(0)  # rank 0 reports the job and its status
+            summary = batch_view.run_with_progress(console, session, inputs.items, out, debug=debug, **options)
+        except batch.BatchInterrupted as exc:
+            raise typer.Exit(_interrupted(exc, out, dctx, console)) from None
+        if json_out:
+            print(json.dumps(summary.to_dict(), indent=2))
+        else:
+            batch_view.render_summary(summary, Console())
+        batch_view.render_notes(summary, console)
+        return summary
+
+
+def _interrupted(exc, out: Path, dctx, console) -> int:
+    """Say (rank 0) how many results this run wrote and where; the exit status of the interruption."""
+    from ..cli.signals import Terminated
+    from ..questions.inputs import printable
+
+    terminated = isinstance(exc.cause, Terminated)
+    if dctx is None or dctx.is_root:
+        n = exc.summary.ok + exc.summary.failed
+        where = (f"to {escape(printable(out))}" if dctx is None
+                 else f"next to {escape(printable(out))} (part files, merged by the next run)")
+        why = exc.cause.signal_name if terminated else "Ctrl-C"
+        console.print(
+            f"[bold red]interrupted[/] ({why}): {n} result{'s' if n != 1 else ''} written {where} "
+            "this run; run the same command again to resume",
+            highlight=False, soft_wrap=True,
+        )
+    return exc.cause.exit_code if terminated else 130
+
+
+def _fail(exc: BaseException, dctx) -> None:
+    """The one-line failure; under torchrun rank 0 reports what all ranks share, the others name themselves."""
+    if dctx is not None and not dctx.is_root:
+        if getattr(exc, "reported_by_root", False):
+            raise typer.Exit(exc.exit_code) from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise typer.Exit(getattr(exc, "exit_code", 130)) from None
+        if isinstance(exc, VitcopError):
+            exc = type(exc)(f"rank {dctx.rank} on {dctx.host}: {exc}")
+    fail(exc)

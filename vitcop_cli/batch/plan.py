@@ -27,8 +27,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..video import IMAGE_EXTENSIONS
-from .inputs import BatchItem
+from ..media.video import IMAGE_EXTENSIONS
+from ..questions.inputs import BatchItem
 
 __all__ = ["NO_METHOD", "Pending", "combos", "job_key", "plan", "shares"]
 

@@ -7,7 +7,7 @@ Contract (the package docstring gives the whole picture):
   text sent: for multiple choice, question + options + instruction; ``ask``'s own ``question``
   field), ``options``, ``expected`` (the gold answer: a letter for multiple choice; named so
   because ``answer`` is the model's answer), ``predicted`` (the parsed letter), ``correct`` and
-  ``error`` (see :func:`~.inputs._score`). ``model`` is :func:`vitcop_cli.api.model_identity`,
+  ``error`` (see :func:`vitcop_cli.questions.scoring.score`). ``model`` is :func:`vitcop_cli.api.model_identity`,
   ``preset`` the preset's label, ``method`` ``"none"`` for the unpruned preset (:mod:`.plan`). A
   failed job has ``error`` set to a one-line message and every other result field ``null``,
   except the key fields.
@@ -35,7 +35,7 @@ Contract (the package docstring gives the whole picture):
   ``skipped_failed`` = earlier failures left alone); the figures cover every result of the input's
   jobs, earlier runs' included (:mod:`.summary`).
 - Interruption. A ``KeyboardInterrupt`` (Ctrl-C; SIGTERM / SIGHUP as
-  :class:`vitcop_cli.signals.Terminated`; or raised by ``on_progress``) abandons the job in flight
+  :class:`vitcop_cli.cli.signals.Terminated`; or raised by ``on_progress``) abandons the job in flight
   without waiting for the prefetch thread; a single process then merges what it wrote. It is
   re-raised as :class:`BatchInterrupted` carrying the partial summary and the cause.
 """
@@ -47,29 +47,20 @@ import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import InputError, VitcopError
 from ..options import check_run_options
+from ..questions.inputs import BatchItem, items_from_folder, items_from_jsonl, printable, read_folder, read_jsonl
+from ..questions.scoring import MC_INSTRUCTION, gold_letter, mc_prompt, parse_letter, score
 from ..result import AskResult
 from . import merge as merging
 from .dist import wait_for_ranks
-from .inputs import (
-    MC_INSTRUCTION,
-    BatchItem,
-    _score,
-    gold_letter,
-    items_from_folder,
-    items_from_jsonl,
-    mc_prompt,
-    parse_letter,
-    printable,
-    read_folder,
-    read_jsonl,
-)
 from .lock import OutLock
 from .plan import NO_METHOD, combos, job_key, plan, shares
 from .prefetch import Inline, Prefetcher
+from .request import check_request
 from .store import Key, PartWriter, check_out_path, load_done_keys, read_results, record_key, scan
 from .summary import BatchSummary, GroupSummary, ResultStats, _stats, aggregate
 
@@ -155,7 +146,7 @@ def _record(item: BatchItem, model: str, preset: str, method: str, result: AskRe
     """One output line. ``id`` must stay the first key: ``store._RECORD_START`` relies on it."""
     if result is not None:
         ask = result.to_dict()
-        predicted, correct = _score(item, result.answer)
+        predicted, correct = score(item, result.answer)
     else:
         ask = {name: None for name in _ASK_FIELDS}
         predicted = correct = None
@@ -264,6 +255,153 @@ class _Tracker:
         self.on_progress(BatchProgress(done=done, kind=kind, **common, **fields))
 
 
+class _Clips:
+    """Decode + prepare one item (in the prefetch thread when asked); consecutive items on one clip decode it
+    once (the frames are kept for the next item only, then dropped; ``video_decode_s`` is 0 for the repeat)."""
+
+    def __init__(self, session, mine, sampling: dict, prepare_options: dict):
+        self.session, self.sampling, self.prepare_options = session, sampling, prepare_options
+        self.next_video = {id(mine[i].item): mine[i + 1].item.video for i in range(len(mine) - 1)}
+        self.cache: dict = {}
+
+    def __call__(self, entry):
+        from ..media.video import load_visual
+
+        item = entry.item
+        if self.cache.get("video") == item.video:
+            visual, decode_s, failure = self.cache["visual"], 0.0, self.cache["failure"]
+        else:
+            self.cache.clear()
+            t0 = time.perf_counter()
+            try:
+                visual, failure = load_visual(item.video, **self.sampling), None
+            except Exception as exc:  # noqa: BLE001
+                visual, failure = None, exc
+            decode_s = time.perf_counter() - t0
+            if self.next_video.get(id(item)) == item.video:  # keep the frames for the next item only
+                self.cache.update(video=item.video, visual=visual, failure=failure)
+        if failure is not None:
+            raise failure
+        prepared = self.session.prepare(visual, item.prompt, **self.prepare_options)
+        prepared.visual = dataclasses.replace(visual, frames=None)  # the processor's tensors are all we need
+        if self.next_video.get(id(item)) != item.video:
+            self.cache.clear()
+        return prepared, decode_s
+
+
+@dataclass
+class _Run:
+    """One run's state once planned: what :func:`run_batch`'s steps share."""
+
+    session: object
+    out: Path
+    model: str
+    jobs: list
+    ctx: object  # DistContext or None
+    started: float
+    prefetch: bool
+    generation: dict  # session.generate keywords shared by every job
+    method: str  # the method the preset none runs under
+    plan: object = None  # plan.Plan
+    torn: int = 0
+    tracker: _Tracker | None = None
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.ctx is None else self.ctx.rank
+
+    @property
+    def world(self) -> int:
+        return 1 if self.ctx is None else self.ctx.world
+
+    def summary(self, interrupted: bool, merged=None) -> BatchSummary:
+        """The run's summary: this run's counts (from the merge when there was one), every result's figures."""
+        p, model = self.plan, self.model
+        rows = dict(p.done)
+        if merged is not None:
+            rows.update({k: v for k, v in merged.rows.items()})
+            ok, failed = sum(merged.part_ok.values()), sum(merged.part_failed.values())
+            per_group = {(m, pr, "ok"): n for (m, pr), n in merged.part_ok.items()}
+            per_group.update({(m, pr, "failed"): n for (m, pr), n in merged.part_failed.items()})
+        else:
+            _, ok, failed = self.tracker.counts()
+            per_group = self.tracker.groups
+        groups, everything = [], []
+        for m, pr in self.jobs:
+            group_rows = [rows[k] for k in (job_key(i, model, pr, m) for i in p.items) if k in rows]
+            everything.extend(group_rows)
+            earlier = [r for i in p.items if (r := p.done.get(job_key(i, model, pr, m))) is not None]
+            groups.append(GroupSummary(
+                method=m, preset=pr.label, jobs=len(p.items), ok=per_group.get((m, pr.label, "ok"), 0),
+                failed=per_group.get((m, pr.label, "failed"), 0), skipped=sum(1 for r in earlier if r.error is None),
+                skipped_failed=sum(1 for r in earlier if r.error is not None), **asdict(_stats(group_rows)),
+            ))
+        n_jobs = len(p.items) * len(self.jobs)
+        overall = GroupSummary(method="all", preset="all", jobs=n_jobs, ok=ok, failed=failed, skipped=p.skipped,
+                               skipped_failed=p.skipped_failed, **asdict(_stats(everything)))
+        return BatchSummary(
+            out=str(self.out), model=model, items=len(p.items), jobs=n_jobs, ok=ok, failed=failed,
+            skipped=p.skipped, skipped_failed=p.skipped_failed, duplicates=p.duplicates, torn_bytes=self.torn,
+            wall_s=time.perf_counter() - self.started, prefetch=self.prefetch, interrupted=interrupted,
+            groups=groups, overall=overall, ranks=self.world,
+        )
+
+    def answer(self, writer: PartWriter, entry, value, exc) -> None:
+        """Every (method, preset) job of one prepared item, each line written before the next job starts."""
+        item = entry.item
+        for m, pr in entry.todo:
+            result, error, failure = None, None, exc
+            if failure is None:
+                prepared, decode_s = value
+                try:
+                    result = self.session.generate(prepared, preset=pr, method=self.method if m == NO_METHOD else m,
+                                                   video_decode_s=decode_s, **self.generation)
+                except Exception as gen_exc:  # noqa: BLE001 - recorded, the batch goes on
+                    failure = gen_exc
+            if failure is not None:
+                error = _one_line(failure)
+            writer.append(_record(item, self.model, pr.label, m, result, error))
+            self.tracker.job(item, m, pr.label, error, failure)
+
+    def execute(self, mine, clips: _Clips) -> BatchSummary:
+        """This rank's share through the model, then (rank 0) the wait for the others and the merge."""
+        feeder = writer = None
+        try:
+            self.tracker.emit("start")
+            writer = PartWriter(merging.part_path(self.out, self.rank))
+            feeder = Prefetcher(clips, mine) if self.prefetch else Inline(clips, mine)
+            for entry, value, exc in feeder:
+                self.answer(writer, entry, value, exc)
+            feeder.close(wait=True)
+            writer.close()
+            if self.ctx is not None:
+                self.ctx.finish()
+                if self.rank != 0:
+                    return self.summary(False)
+                # the other ranks' shares: torchrun stops us all if one dies; a hung one trips the timeout
+                wait_for_ranks(self.ctx, lambda: self.tracker.emit("tick"), poll_s=_POLL_S, where=printable(self.out))
+            merged = merging.merge(self.out)
+            self.tracker.emit("tick")
+            return self.summary(False, merged)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM / SIGHUP (signals.Terminated), or on_progress
+            if feeder is not None:
+                feeder.close(wait=False)  # never wait for a decode in flight
+            if writer is not None:
+                writer.close()
+            raise BatchInterrupted(self.summary(True, self._merge_after_interrupt()), exc) from None
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _merge_after_interrupt(self):
+        if self.ctx is not None:
+            return None  # the parts stay; the next run merges them
+        try:
+            return merging.merge(self.out)  # a single process leaves one tidy file
+        except (KeyboardInterrupt, VitcopError):
+            return None  # the parts stay; the next run merges them
+
+
 def run_batch(
     session,
     items: Sequence[BatchItem],
@@ -295,153 +433,51 @@ def run_batch(
     batch goes on; failing to write raises :class:`RuntimeFailure`; an interruption raises
     :class:`BatchInterrupted`. ``dist`` is the :class:`~.dist.DistContext` of a torchrun job (``None``: this process does everything).
     ``lock``: an :class:`OutLock` already held on ``out_path`` (else rank 0 takes one).
-    """
-    from ..video import load_visual
 
+    Steps: check (:func:`.request.check_request`, the presets against the model, the lengths), recover what
+    earlier runs left (rank 0), plan this rank's share, run it (:meth:`_Run.execute`).
+    """
     started = time.perf_counter()
-    loaded, method_list = check_run_options(
-        presets, methods, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+    loaded, method_list, out = check_request(
+        presets, methods, out_path, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
         min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
     )
-    out = check_out_path(out_path)
     check_presets_fit(session, loaded)
     session.check_lengths(max_new_tokens)  # max_new_tokens alone over the positions: once, up front
-    model = _identity(session.name)
-    jobs = combos(loaded, method_list)
-    ctx = dist
-    rank, world = (0, 1) if ctx is None else (ctx.rank, ctx.world)
-    root = rank == 0
-    own_lock = root and lock is None
+    run = _Run(session=session, out=out, model=_identity(session.name), jobs=combos(loaded, method_list), ctx=dist,
+               started=started, prefetch=prefetch, method=method_list[0],
+               generation=dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed))
+    held = [lock]
+    own_lock = run.rank == 0 and lock is None
     try:
-        # Earlier results: rank 0 merges what earlier runs left (--out and part files, any rank count).
-        def recover():
-            nonlocal lock
-            if not root:
-                return None
-            if own_lock:
-                lock = OutLock(out)  # inside the agreed step: a refusal ends every rank, not just rank 0
-            return merging.merge(out, guard_foreign=True)
-
-        recovered = recover() if ctx is None else ctx.agree("merging earlier results", recover)
-        earlier = recovered.rows if root else scan([out])
-        torn = recovered.torn_bytes if root else 0
-        p = plan(items, jobs, model, earlier, retry_failed=retry_failed)
+        earlier = _recover(run, held if own_lock else None)
+        run.plan = plan(items, run.jobs, run.model, earlier, retry_failed=retry_failed)
         del earlier
-        mine = shares(p.pending, world, frames=frames, max_frames=max_frames)[rank]
-        total = sum(len(x.todo) for x in p.pending)
-        tracker = _Tracker(ctx, total, p.skipped, p.skipped_failed, started, on_progress)
-        generate_method = method_list[0]
-
-        def summary(interrupted: bool, merged=None) -> BatchSummary:
-            rows = dict(p.done)
-            if merged is not None:
-                rows.update({k: v for k, v in merged.rows.items()})
-                ok, failed = sum(merged.part_ok.values()), sum(merged.part_failed.values())
-                per_group = {(m, pr, "ok"): n for (m, pr), n in merged.part_ok.items()}
-                per_group.update({(m, pr, "failed"): n for (m, pr), n in merged.part_failed.items()})
-            else:
-                _, ok, failed = tracker.counts()
-                per_group = tracker.groups
-            groups = []
-            everything = []
-            for m, pr in jobs:
-                group_rows = [rows[k] for k in (job_key(i, model, pr, m) for i in p.items) if k in rows]
-                everything.extend(group_rows)
-                skipped = sum(1 for i in p.items if (r := p.done.get(job_key(i, model, pr, m))) is not None
-                              and r.error is None)
-                g = GroupSummary(method=m, preset=pr.label, jobs=len(p.items), ok=per_group.get((m, pr.label, "ok"), 0),
-                                 failed=per_group.get((m, pr.label, "failed"), 0), skipped=skipped,
-                                 skipped_failed=sum(1 for i in p.items
-                                                    if (r := p.done.get(job_key(i, model, pr, m))) is not None
-                                                    and r.error is not None),
-                                 **asdict(_stats(group_rows)))
-                groups.append(g)
-            n_jobs = len(p.items) * len(jobs)
-            overall = GroupSummary(method="all", preset="all", jobs=n_jobs, ok=ok, failed=failed, skipped=p.skipped,
-                                   skipped_failed=p.skipped_failed, **asdict(_stats(everything)))
-            return BatchSummary(
-                out=str(out), model=model, items=len(p.items), jobs=n_jobs, ok=ok, failed=failed, skipped=p.skipped,
-                skipped_failed=p.skipped_failed, duplicates=p.duplicates, torn_bytes=torn,
-                wall_s=time.perf_counter() - started, prefetch=prefetch, interrupted=interrupted, groups=groups,
-                overall=overall, ranks=world,
-            )
-
-        # Decode + prepare (in the prefetch thread when asked), one item ahead.
-        next_video = {id(mine[i].item): mine[i + 1].item.video for i in range(len(mine) - 1)}
-        cache: dict = {}
-
-        def prepare(entry):
-            item = entry.item
-            if cache.get("video") == item.video:
-                visual, decode_s, failure = cache["visual"], 0.0, cache["failure"]
-            else:
-                cache.clear()
-                t0 = time.perf_counter()
-                try:
-                    visual, failure = load_visual(item.video, fps=2.0 if fps is None else fps, frames=frames,
-                                                  max_frames=max_frames), None
-                except Exception as exc:  # noqa: BLE001
-                    visual, failure = None, exc
-                decode_s = time.perf_counter() - t0
-                if next_video.get(id(item)) == item.video:  # keep the frames for the next item only
-                    cache.update(video=item.video, visual=visual, failure=failure)
-            if failure is not None:
-                raise failure
-            prepared = session.prepare(visual, item.prompt, system=system, max_pixels=max_pixels, min_pixels=min_pixels)
-            prepared.visual = dataclasses.replace(visual, frames=None)  # the processor's tensors are all we need
-            if next_video.get(id(item)) != item.video:
-                cache.clear()
-            return prepared, decode_s
-
-        feeder = writer = None
-        try:
-            tracker.emit("start")
-            writer = PartWriter(merging.part_path(out, rank))
-            feeder = Prefetcher(prepare, mine) if prefetch else Inline(prepare, mine)
-            for entry, value, exc in feeder:
-                item = entry.item
-                for m, pr in entry.todo:
-                    result, error, failure = None, None, exc
-                    if failure is None:
-                        prepared, decode_s = value
-                        try:
-                            result = session.generate(
-                                prepared, preset=pr, method=generate_method if m == NO_METHOD else m,
-                                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                video_decode_s=decode_s, seed=seed,
-                            )
-                        except Exception as gen_exc:  # noqa: BLE001 - recorded, the batch goes on
-                            failure = gen_exc
-                    if failure is not None:
-                        error = _one_line(failure)
-                    writer.append(_record(item, model, pr.label, m, result, error))
-                    tracker.job(item, m, pr.label, error, failure)
-            feeder.close(wait=True)
-            writer.close()
-            if ctx is not None:
-                ctx.finish()
-                if not root:
-                    return summary(False)
-                # the other ranks' shares: torchrun stops us all if one dies; a hung one trips the timeout
-                wait_for_ranks(ctx, lambda: tracker.emit("tick"), poll_s=_POLL_S, where=printable(out))
-            merged = merging.merge(out)
-            tracker.emit("tick")
-            return summary(False, merged)
-        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM / SIGHUP (signals.Terminated), or on_progress
-            if feeder is not None:
-                feeder.close(wait=False)  # never wait for a decode in flight
-            if writer is not None:
-                writer.close()
-            merged = None
-            if ctx is None:
-                try:
-                    merged = merging.merge(out)  # a single process leaves one tidy file
-                except (KeyboardInterrupt, VitcopError):
-                    merged = None  # the parts stay; the next run merges them
-            raise BatchInterrupted(summary(True, merged), exc) from None
-        finally:
-            if writer is not None:
-                writer.close()
+        mine = shares(run.plan.pending, run.world, frames=frames, max_frames=max_frames)[run.rank]
+        total = sum(len(x.todo) for x in run.plan.pending)
+        run.tracker = _Tracker(dist, total, run.plan.skipped, run.plan.skipped_failed, started, on_progress)
+        clips = _Clips(session, mine, dict(fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames),
+                       dict(system=system, max_pixels=max_pixels, min_pixels=min_pixels))
+        return run.execute(mine, clips)
     finally:
-        if own_lock and lock is not None:
-            lock.release()
+        if own_lock and held[0] is not None:
+            held[0].release()
+
+
+def _recover(run: _Run, held: list | None) -> dict:
+    """Earlier results: rank 0 merges what earlier runs left (``--out`` and part files, any rank count) and
+    returns its rows; other ranks read ``--out``. ``held``: a one-slot list that receives the ``--out`` lock
+    rank 0 takes inside the agreed step (so a refusal ends every rank, not just rank 0)."""
+
+    def recover():
+        if run.rank != 0:
+            return None
+        if held is not None:
+            held[0] = OutLock(run.out)
+        return merging.merge(run.out, guard_foreign=True)
+
+    recovered = recover() if run.ctx is None else run.ctx.agree("merging earlier results", recover)
+    if run.rank != 0:
+        return scan([run.out])
+    run.torn = recovered.torn_bytes
+    return recovered.rows

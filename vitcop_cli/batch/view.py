@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .inputs import printable
+from ..questions.inputs import printable
 
 
 class BatchConsole:
@@ -50,8 +50,15 @@ class BatchConsole:
 
 def run_with_progress(console: Console, session, items, out: Path, *, debug: bool = False, **options):
     """``batch.run_batch`` under a rich progress bar (done / total, failures, elapsed, ETA, throughput)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     from . import runner as batch

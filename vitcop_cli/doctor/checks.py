@@ -19,7 +19,7 @@ Before any self-test, every runtime package (torch, transformers and the transfo
 loads models with, decord) is imported (:func:`vitcop_cli.environment.import_problems`); one that
 does not import is a ``problems`` entry (a FAIL line), versions then come from package metadata, and
 no self-test runs. ``demo_models`` lists the built-in demo models (``--model tiny:<family>``) and
-whether each is cached (:func:`vitcop_cli.demo_models.listing`).
+whether each is cached (:func:`vitcop_cli.models.demo_models.listing`).
 
 ``passed`` is True when there is no problem, every check passed and transformers is in the tested
 range. On ``cuda`` the checks run under SDPA and, when flash-attn is importable, under flash_attention_2 (bfloat16 there, so
@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from ..devmodels import FAMILIES
+from ..models.devmodels import FAMILIES
 
 #: the self-tests' input: a synthetic 4-frame clip (no file, so doctor works from any install)
 CLIP_FRAMES, CLIP_SIZE = 4, (224, 160)
@@ -88,7 +88,7 @@ def environment() -> tuple[dict, dict]:
     try:
         import torch
 
-        from ..runtime import flash_attn_installed
+        from ..session.runtime import flash_attn_installed
     except Exception:  # noqa: BLE001 - reported by import_problems
         return versions, {"cuda": False, "cuda_devices": [], "bf16": False, "mps": False, "flash_attn": False}
     versions["torch"] = torch.__version__
@@ -107,8 +107,8 @@ def inspect() -> DoctorReport:
     """The environment part of the report (no checks run yet)."""
     from pruning import compat
 
-    from ..demo_models import listing
     from ..environment import import_problems
+    from ..models.demo_models import listing
 
     problems = import_problems()
     versions, devices = environment()
@@ -145,13 +145,13 @@ def run(device: str = "cpu", families: tuple[str, ...] = FAMILIES, on_check=None
 
 
 def _tiny_model(family: str, base: Path) -> Path:
-    from ..devmodels import make_model
+    from ..models.devmodels import make_model
 
     return make_model(family, base / family, size="tiny")
 
 
 def _self_tests(session, family: str, attn: str):
-    from ..synthetic import synthetic_clip
+    from ..media.synthetic import synthetic_clip
 
     prepared = session.prepare(synthetic_clip(CLIP_FRAMES, *CLIP_SIZE), "What happens in the video?")
     for name, test in (("identity", _identity), ("drop==mask", _drop_equals_mask),

@@ -12,8 +12,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .. import cli_options as o
-from ..cli_common import fail, state
+from ..cli import option_types as o
+from ..cli.common import fail, state
 from ..errors import InputError
 
 
@@ -34,7 +34,8 @@ def doctor_cmd(
     try:
         import json
 
-        from . import checks as doctor, view as doctor_view
+        from . import checks as doctor
+        from . import view as doctor_view
 
         out = Console()
         report = doctor.inspect()

@@ -4,12 +4,12 @@ Contract:
 
 - :func:`read_answers` reads FILE in the questions-file format of ``vitcop batch`` (JSONL lines
   ``{"video", "question", "options"?, "answer", "id"?}``, ``video`` relative to FILE; parsing and
-  validation are :func:`vitcop_cli.batch.inputs.read_jsonl`'s) and keeps the lines about the
+  validation are :func:`vitcop_cli.questions.inputs.read_jsonl`'s) and keeps the lines about the
   labelled lines (with ``answer``) about the profiled clip (same resolved path). Lines about other
   clips and unlabelled ones are named in notes; no labelled line about the clip is an
   :class:`InputError` (nothing to score).
 - :func:`prepare_answers` prepares each question once (multiple choice: the batch prompt
-  :func:`~vitcop_cli.batch.inputs.mc_prompt`), from the clip already decoded for the profile.
+  :func:`~vitcop_cli.questions.scoring.mc_prompt`), from the clip already decoded for the profile.
 - :func:`add_accuracy` asks every labelled question once under every row's (method, preset) —
   the unpruned baseline included, with the profile's sampling settings — after the timed runs
   (these runs are not timed), scores each answer as ``vitcop batch`` does (multiple choice: the
@@ -23,8 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..batch.inputs import BatchItem, _score, printable, read_jsonl
 from ..errors import InputError
+from ..questions.inputs import BatchItem, printable, read_jsonl
+from ..questions.scoring import score
 
 
 def read_answers(path: str | Path, video: str | Path) -> tuple[list[BatchItem], list[str]]:
@@ -74,7 +75,7 @@ def add_accuracy(session, result, labelled: Sequence[tuple[BatchItem, object]], 
                 on_progress(done, total)
             answer = session.generate(prepared, preset=row.preset, method=method, max_new_tokens=max_new_tokens,
                                       temperature=temperature, top_p=top_p, seed=seed).answer
-            correct += bool(_score(item, answer)[1])
+            correct += bool(score(item, answer)[1])
             done += 1
         row.answers_correct, row.answers_total = correct, len(labelled)
         row.accuracy = correct / len(labelled)

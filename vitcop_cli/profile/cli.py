@@ -17,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .. import cli_options as o
-from ..cli_common import check_local_media, check_model, err, fail, media_file, read_question, state
+from ..cli import option_types as o
+from ..cli.common import check_local_media, check_model, err, fail, media_file, read_question, state
 from ..errors import InputError
 
 
@@ -69,7 +69,7 @@ def profile_cmd(
     """
     state["debug"] = debug
     try:
-        from ..signals import terminate_as_interrupt
+        from ..cli.signals import terminate_as_interrupt
 
         with terminate_as_interrupt():
             _profile(
@@ -121,8 +121,10 @@ def _profile(
         for note in notes:
             err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     offline = check_model(model, offline)  # config.json only: fast one-line failures before torch loads
-    from .. import api, video as video_mod
-    from . import run as prof, view as profile_view
+    from .. import api
+    from ..media import video as video_mod
+    from . import run as prof
+    from . import view as profile_view
 
     api.quiet_library_logs(debug)
     with err.status(f"loading {escape(model)} …", spinner="dots"):
@@ -134,8 +136,14 @@ def _profile(
         visual = video_mod.load_visual(media, fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames)
         decode_s = time.perf_counter() - started
         prepared = session.prepare(visual, question, system=system, max_pixels=max_pixels, min_pixels=min_pixels)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -228,7 +228,7 @@ def run_profile(
     """
     from .. import api
     from ..errors import InputError
-    from ..runtime import peak_rss_bytes
+    from ..session.runtime import peak_rss_bytes
 
     if repeat < 1:
         raise InputError("--repeat must be at least 1")

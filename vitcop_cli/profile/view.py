@@ -21,8 +21,8 @@ def render_profile(result, console: Console) -> None:
     from rich import box
     from rich.table import Table
 
+    from ..cli.report import LEGEND, _bytes
     from .run import RATIO_WARNING
-    from ..report import LEGEND, _bytes
 
     slowest = max(r.ttft_s.max for r in result.rows)
     unit = "s" if slowest >= 1 else "ms"

@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from .. import cli_options as o
+from ..cli import option_types as o
 from ..errors import InputError
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -89,8 +89,8 @@ def serve_cmd(
     """
     from rich.markup import escape
 
-    from ..cli_common import err, fail, state
-    from ..signals import Terminated, terminate_as_interrupt
+    from ..cli.common import err, fail, state
+    from ..cli.signals import Terminated, terminate_as_interrupt
 
     state["debug"] = debug
     sock = None
@@ -111,7 +111,7 @@ def serve_cmd(
             ) from None
         if log_level not in _LOG_LEVELS:
             raise InputError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
-        from ..netguard import parse_domain_patterns
+        from ..media.netguard import parse_domain_patterns
         from .media import remote_policy
 
         domains = parse_domain_patterns(allowed_media_domains) if allowed_media_domains is not None else ()

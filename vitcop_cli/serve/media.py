@@ -11,9 +11,9 @@ worker before decoding):
   ``..`` followed) lies inside one of them, so a symlink inside a root that points out of it is
   refused too. The resolved path is what gets decoded. A file over ``max_media_bytes`` -> 413.
 - ``http://`` / ``https://``: refused (400) unless ``--allow-remote-media``; then downloaded by the
-  worker with :func:`vitcop_cli.download.fetch` into a private folder deleted after decoding (size
+  worker with :func:`vitcop_cli.media.download.fetch` into a private folder deleted after decoding (size
   cap ``max_media_bytes`` -> 413, time limit ``remote_timeout_s``, other failures 400), under the
-  server's :func:`media_guard` (:mod:`vitcop_cli.netguard`): only ``--allowed-media-domains`` hosts
+  server's :func:`media_guard` (:mod:`vitcop_cli.media.netguard`): only ``--allowed-media-domains`` hosts
   when given, and only public addresses unless ``--allow-private-media-hosts``; each redirect hop is
   checked again and each connection goes to the address that was checked. What can be decided
   without DNS (scheme, domain list, a host that is an address literal) is refused here, before the
@@ -35,7 +35,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..netguard import MediaHostGuard, MediaHostRefused
+from ..media.netguard import MediaHostGuard, MediaHostRefused
 from .config import ServeConfig
 from .errors import ApiError, bad_request
 
@@ -175,14 +175,14 @@ def local_file(media: Media, config: ServeConfig, tmp_dir: Path) -> Path:
 
     Downloads go to a fresh folder under ``tmp_dir`` (never the CLI's shared cache) that
     ``media.cleanup()`` deletes. A download over ``max_media_bytes``
-    (:class:`~vitcop_cli.download.DownloadTooLarge`) is a 413, a host the :func:`media_guard` refuses
+    (:class:`~vitcop_cli.media.download.DownloadTooLarge`) is a 413, a host the :func:`media_guard` refuses
     (a redirect hop, or a name resolving to a refused address) a 400 ``media_host_refused``, any other
     download failure an :class:`~vitcop_cli.errors.InputError` (a 400) with
-    :func:`vitcop_cli.download.fetch`'s one-line message (nothing the remote sent).
+    :func:`vitcop_cli.media.download.fetch`'s one-line message (nothing the remote sent).
     """
     if media.path is not None:
         return media.path
-    from ..download import DownloadTooLarge, fetch
+    from ..media.download import DownloadTooLarge, fetch
 
     media.download_dir = Path(tempfile.mkdtemp(prefix="download-", dir=tmp_dir))
     try:

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VitcopError
+from ..media.video import load_visual
 from ..result import AskResult
-from ..video import load_visual
 from .config import ServeConfig
 from .errors import ApiError, from_library
 from .media import Media, local_file

@@ -25,11 +25,11 @@ from pruning.verify import PruningNotApplied, UnsupportedGeneration
 from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
 from ..errors import RuntimeFailure
 from ..options import check_generation_options
-from ..result import AskResult, TokenCounts, Timings, VisualInfo
-from ..streaming import CallbackStreamer
+from ..result import AskResult, Timings, TokenCounts, VisualInfo
 from .choices import check_method
 from .phases import PhaseTimer
 from .prompting import Prepared
+from .streaming import CallbackStreamer
 
 __all__ = ["GenerationMixin", "demo_warning"]
 

@@ -3,9 +3,9 @@
 Contract:
 
 - :func:`load` resolves device / dtype / attention, then what ``model`` names: a built-in demo
-  model (``tiny:<family>`` / ``bench:<family>``, :mod:`vitcop_cli.demo_models`: built into the
+  model (``tiny:<family>`` / ``bench:<family>``, :mod:`vitcop_cli.models.demo_models`: built into the
   cache on first use, then loaded from there, always offline), a local folder or a hub id. It reads
-  the checkpoint's ``config.json`` alone first (:func:`vitcop_cli.model_ref.declared_config`: an
+  the checkpoint's ``config.json`` alone first (:func:`vitcop_cli.models.model_ref.declared_config`: an
   unsupported ``model_type``, a missing folder, an uncached hub id offline fail before any weight is
   read), then loads config, processor and weights with transformers' ``from_pretrained``
   (``trust_remote_code=False`` always, so no code shipped with a checkpoint ever runs;
@@ -28,11 +28,11 @@ import torch
 
 from pruning.adapters import UnsupportedModelError, adapter_class
 
-from .. import demo_models
 from ..defaults import DEFAULT_MODEL
 from ..environment import importing, is_environment_error, problem
 from ..errors import InputError, RuntimeFailure, VitcopError
-from ..runtime import Clock, resolve_attn, resolve_device, resolve_dtype
+from ..models import demo_models
+from .runtime import Clock, resolve_attn, resolve_device, resolve_dtype
 from .session import Session
 
 __all__ = ["load", "model_identity", "quiet_library_logs"]
@@ -50,13 +50,13 @@ def load(
 
     Order (each step fails with one line before the next starts): device / dtype / attention;
     a demo model's build (first use only); the checkpoint's ``config.json`` alone
-    (:func:`vitcop_cli.model_ref.declared_config`: a path-like ``model`` that does not exist, a hub
+    (:func:`vitcop_cli.models.model_ref.declared_config`: a path-like ``model`` that does not exist, a hub
     id offline and not cached, no network: fast InputErrors); its declared ``model_type`` against
     the adapter registry; only then transformers' ``from_pretrained`` for config, processor and
     weights, every one with ``trust_remote_code=False``, so no code shipped with a checkpoint ever
     runs and transformers never asks whether it may.
     """
-    from ..model_ref import check_model_type, declared_config, is_path_like
+    from ..models.model_ref import check_model_type, declared_config, is_path_like
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)

@@ -4,7 +4,7 @@ prompt-length check.
 Contract: :class:`PromptingMixin` gives ``Session`` its :meth:`~PromptingMixin.prepare`,
 :meth:`~PromptingMixin.prepare_chat` and :meth:`~PromptingMixin.check_lengths`. Text is rendered
 through the checkpoint's own chat template and processor (its frame sampling turned off: frames are
-sampled by :mod:`vitcop_cli.video`); the tensors land on the session's device (floating ones in its
+sampled by :mod:`vitcop_cli.media.video`); the tensors land on the session's device (floating ones in its
 dtype). Raw text is bounded (:func:`vitcop_cli.options.check_text`) before any tokenizer sees it.
 Preprocessing is CPU work and never waits on the GPU (batch prepares the next clip in a thread).
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..media.video import Visual
 from ..options import check_frame_options, check_text
-from ..video import Visual
 
 __all__ = ["Prepared", "PromptingMixin"]
 

@@ -19,13 +19,13 @@ from pruning.presets import Preset, PresetError
 
 from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
 from ..errors import InputError
+from ..media.video import load_visual
 from ..options import check_frame_options, check_generation_options, check_text
 from ..result import AskResult
-from ..runtime import Clock, MemoryMeter
-from ..video import load_visual
 from .choices import as_preset, check_method
 from .generation import GenerationMixin
 from .prompting import PromptingMixin
+from .runtime import Clock, MemoryMeter
 
 __all__ = ["Session"]
 
@@ -33,7 +33,7 @@ __all__ = ["Session"]
 class Session(PromptingMixin, GenerationMixin):
     """A loaded model + processor; ask it as many questions as you like.
 
-    ``demo_model``: the model is a built-in random-weight demo model (:mod:`vitcop_cli.demo_models`);
+    ``demo_model``: the model is a built-in random-weight demo model (:mod:`vitcop_cli.models.demo_models`);
     its results say so."""
 
     def __init__(self, *, name, model, processor, adapter, device, attn_implementation, load_s=None,

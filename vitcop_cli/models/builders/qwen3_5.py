@@ -8,7 +8,7 @@ Qwen3-VL processor (``<t seconds>`` timestamps in video prompts), as ``AutoProce
 
 Both sizes have 12 LLM layers, so three are full attention (layers 3, 7, 11): the ViTCoP cuts need a
 full-attention layer before each of Ls and Ld (snapped Ls = 4, Ld = 8). Widths follow
-:data:`vitcop_cli.devmodels.LM_SHAPES`; DeltaNet heads are scaled like the released ones (value heads
+:data:`.base.LM_SHAPES`; DeltaNet heads are scaled like the released ones (value heads
 = 2 x key heads, key width = half the value width). ``moe``: 8 experts, 2 active, plus the shared expert.
 """
 
@@ -16,33 +16,41 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .base import (
+    LM_SHAPES,
+    QWEN_SPECIALS,
+    VISION_DEPTH,
+    qwen3_processor,
+    qwen_ids,
+    qwen_vision_config,
+    text_config,
+    train_tokenizer,
+    vocab_size,
+)
+
 #: LLM depth of both dev sizes (three full-attention layers at the released interval of 4)
 LAYERS = 12
 
 
-def build_qwen3_5(size: str, moe: bool = False):
+def build(size: str, moe: bool = False):
     import transformers
-
-    from .devmodels import QWEN_SPECIALS, _qwen3_processor, _qwen_ids, _text_config, _train_tokenizer, _vocab_size
 
     config_class, model_class = (
         (transformers.Qwen3_5MoeConfig, transformers.Qwen3_5MoeForConditionalGeneration) if moe
         else (transformers.Qwen3_5Config, transformers.Qwen3_5ForConditionalGeneration)
     )
     shape, text_extra, vision = config_parts(size, moe)
-    tokenizer = _train_tokenizer(QWEN_SPECIALS)
-    text = _text_config(shape, _vocab_size(tokenizer), tokenizer, **text_extra)
+    tokenizer = train_tokenizer(QWEN_SPECIALS)
+    text = text_config(shape, vocab_size(tokenizer), tokenizer, **text_extra)
     if moe:
         text.pop("intermediate_size")
-    config = config_class(text_config=text, vision_config=vision, tie_word_embeddings=True, **_qwen_ids(tokenizer))
-    return model_class(config), _qwen3_processor(tokenizer)
+    config = config_class(text_config=text, vision_config=vision, tie_word_embeddings=True, **qwen_ids(tokenizer))
+    return model_class(config), qwen3_processor(tokenizer)
 
 
 def config_parts(size: str, moe: bool = False):
     """(LLM shape, the Qwen3.5-specific text-config fields, the vision config) of a dev model of ``size``;
     shared with ``benchmarks/gpu_suite.py``, which builds the same shapes in memory."""
-    from .devmodels import LM_SHAPES, VISION_DEPTH, _qwen_vision_config
-
     shape = replace(LM_SHAPES[size], layers=LAYERS)
     tiny = size == "tiny"
     head_dim = 32 if tiny else 64
@@ -66,6 +74,6 @@ def config_parts(size: str, moe: bool = False):
     if moe:
         text.update(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=shape.intermediate // 2,
                     shared_expert_intermediate_size=shape.intermediate // 2)
-    vision = _qwen_vision_config(size, VISION_DEPTH[size], shape, patch_size=16,
+    vision = qwen_vision_config(size, VISION_DEPTH[size], shape, patch_size=16,
                                  num_position_embeddings=64 if tiny else 256)
     return shape, text, vision

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .errors import InputError, VitcopError
+from ..errors import InputError, VitcopError
 
 __all__ = ["check_local_media", "check_model", "err", "fail", "media_file", "read_question", "state"]
 
@@ -53,7 +53,7 @@ def fail(exc: BaseException) -> None:
 
 def read_question(question: str) -> str:
     """The question, or for ``-`` stdin (at most MAX_TEXT_CHARS characters are read)."""
-    from .options import MAX_TEXT_CHARS, check_text
+    from ..options import MAX_TEXT_CHARS, check_text
 
     if question == "-":
         try:
@@ -70,8 +70,8 @@ def read_question(question: str) -> str:
 
 def check_local_media(arg: str) -> None:
     """A local VIDEO must exist and be a media file (URLs are fetched later, by :func:`media_file`)."""
-    from .download import is_url
-    from .video import check_path
+    from ..media.download import is_url
+    from ..media.video import check_path
 
     if not is_url(arg):
         check_path(arg)
@@ -83,7 +83,7 @@ def check_model(model: str, offline: bool) -> bool:
     flag to load with (True when there is no network but the model is cached). A built-in demo
     model (``tiny:<family>``) is checked by name only (an unknown family fails here); it is built, if
     need be, when it loads."""
-    from . import demo_models, model_ref
+    from ..models import demo_models, model_ref
 
     if demo_models.parse(model) is not None:
         return True
@@ -94,8 +94,8 @@ def check_model(model: str, offline: bool) -> bool:
 
 def media_file(arg: str, *, progress: bool) -> Path:
     """A local media file for VIDEO: an http(s):// URL is downloaded into the cache (with a progress bar)."""
-    from .download import DEFAULT_MAX_BYTES, fetch, is_url
-    from .video import check_path
+    from ..media.download import DEFAULT_MAX_BYTES, fetch, is_url
+    from ..media.video import check_path
 
     if is_url(arg):
         return fetch(arg, max_bytes=DEFAULT_MAX_BYTES, progress=progress and err.is_terminal)

@@ -1,7 +1,7 @@
 """Built-in demo models: ``--model tiny:<family>`` or ``bench:<family>``, built offline on first use.
 
 A demo model is the random-weight checkpoint ``vitcop dev make-model <family> DIR --size <size>``
-writes (:func:`vitcop_cli.devmodels.make_model`, seed 0): a real config, processor and tokenizer of
+writes (:func:`vitcop_cli.models.devmodels.make_model`, seed 0): a real config, processor and tokenizer of
 the family, so it runs every code path of a real checkpoint, but **its answers are meaningless text**
 (the token counts, pruning and timings are real). Results name it by its demo name (``tiny:qwen2_vl``)
 and flag it (``AskResult.demo_model``, plus a warning).
@@ -9,12 +9,12 @@ and flag it (``AskResult.demo_model``, plus a warning).
 Contract (importing this module is cheap: no torch, no transformers):
 
 - :func:`parse` ``(model) -> DemoModel | None``: ``None`` unless ``model`` starts with a size of
-  :data:`vitcop_cli.devmodels.SIZES` and a colon (``tiny:``, ``bench:``); then the rest must be a
+  :data:`vitcop_cli.models.devmodels.SIZES` and a colon (``tiny:``, ``bench:``); then the rest must be a
   family :func:`families` lists, else :class:`InputError` (exit 2) listing the demo names. A folder
   literally named ``tiny:x`` is reached as ``./tiny:x``.
 - :func:`families`: every family ``make_model`` builds, in its order, read from devmodels (so a
   family added there is a demo model at once). :func:`demo_models`: every (size, family).
-- :func:`cache_root`: ``models/`` next to the media cache of :mod:`vitcop_cli.download`:
+- :func:`cache_root`: ``models/`` next to the media cache of :mod:`vitcop_cli.media.download`:
   ``$VITCOP_CACHE/models``, else ``$HF_HOME/vitcop/models``, else ``~/.cache/vitcop/models``.
 - :meth:`DemoModel.folder`: ``<cache_root>/<size>-<family>/<build key>``; the build key names the
   vitcop version, the installed transformers version (read from metadata, not imported) and a hash
@@ -41,8 +41,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError, RuntimeFailure
 from . import devmodels
-from .errors import InputError, RuntimeFailure
 
 __all__ = ["DemoModel", "cache_root", "demo_models", "ensure", "families", "parse"]
 
@@ -118,19 +118,18 @@ def parse(model: str) -> DemoModel | None:
 
 def cache_root() -> Path:
     """``models/`` beside the media cache (see the module docstring)."""
-    from .download import default_cache_dir
+    from ..defaults import cache_home
 
-    return default_cache_dir().parent / "models"
+    return cache_home() / "models"
 
 
 def build_key() -> str:
     """``vitcop<version>-transformers<version>-<builder hash>``: what a cached build depends on."""
-    from . import __version__
-
-    from .environment import installed_version
+    from .. import __version__
+    from ..environment import installed_version
 
     digest = hashlib.sha256()
-    for builder in sorted(Path(devmodels.__file__).parent.glob("devmodels*.py")):  # devmodels.py and its family files
+    for builder in devmodels.builder_sources():  # the registry and every family builder
         digest.update(builder.read_bytes())
     transformers = installed_version("transformers") or "none"
     return f"vitcop{__version__}-transformers{transformers}-{digest.hexdigest()[:10]}"
@@ -161,7 +160,7 @@ def ensure(demo: DemoModel) -> Path:
 
 
 def _build(demo: DemoModel, final: Path) -> None:
-    from .environment import problem
+    from ..environment import problem
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     try:

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .defaults import DEFAULT_MODEL
+from ..defaults import DEFAULT_MODEL
 
 Model = Annotated[
     str,

@@ -18,11 +18,11 @@ import importlib.util
 import resource
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
+from ..result import MemoryReport
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ATTN_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
@@ -98,14 +98,6 @@ class Clock:
         elif self.mps:
             torch.mps.synchronize()
         return time.perf_counter()
-
-
-@dataclass
-class MemoryReport:
-    device: str
-    peak_allocated_bytes: int | None = None
-    peak_reserved_bytes: int | None = None
-    peak_rss_bytes: int | None = None
 
 
 class MemoryMeter:

@@ -19,7 +19,7 @@ Contract:
   literal in any form ``inet_aton`` accepts: ``2130706433``, ``0x7f000001``, ``127.1``, ``0177.0.0.1``);
   :meth:`~MediaHostGuard.resolve` ``(host, port)`` checks the domain list, resolves the host once and
   returns the ``getaddrinfo`` entries, every one checked — the caller connects to those, so a second
-  DNS answer cannot swap the address (see :mod:`vitcop_cli.pinned_http`). A name with *any* refused
+  DNS answer cannot swap the address (see :mod:`vitcop_cli.media.pinned_http`). A name with *any* refused
   address is refused. ``allow_private=True`` skips the address check (the domain list still holds).
 - Refusals raise :class:`MediaHostRefused` (an ``InputError``) with one line naming the host as
   given and the kind of address, never anything the remote host sent.
@@ -34,7 +34,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Iterable
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["MediaHostGuard", "MediaHostRefused", "domain_allowed", "parse_domain_patterns", "refused_kind"]
 

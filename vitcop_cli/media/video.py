@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from .decord_quiet import NO_VIDEO_STREAM, NativeStderr, decord_reason, log_captured, one_line
-from .errors import InputError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -314,7 +314,7 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
     if os.path.getsize(path) == 0:
         raise InputError(f"video file {path} is empty (0 bytes); check the file or copy it again")
 
-    from .environment import importing
+    from ..environment import importing
 
     with importing("decord"):  # a broken decord is the environment's problem, not the file's
         import decord

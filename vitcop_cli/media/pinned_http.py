@@ -1,4 +1,4 @@
-"""A ``urllib`` opener whose connections go only to addresses a :class:`~vitcop_cli.netguard.MediaHostGuard` checked.
+"""A ``urllib`` opener whose connections go only to addresses a :class:`~vitcop_cli.media.netguard.MediaHostGuard` checked.
 
 Contract: :func:`guarded_opener` ``(guard)`` returns an ``OpenerDirector`` for ``http`` and ``https``.
 
@@ -10,7 +10,7 @@ Contract: :func:`guarded_opener` ``(guard)`` returns an ``OpenerDirector`` for `
   list, address literals); the address check then runs again when that hop connects.
 - Proxy settings from the environment (``http_proxy`` ...) are not used: a proxy would resolve and
   connect on our behalf, past the check.
-- A refusal raises :class:`~vitcop_cli.netguard.MediaHostRefused` before any connection is opened.
+- A refusal raises :class:`~vitcop_cli.media.netguard.MediaHostRefused` before any connection is opened.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 
-log = logging.getLogger("vitcop_cli.video")
+log = logging.getLogger("vitcop_cli.media.video")
 
 NO_VIDEO_STREAM = "no video stream"
 _LOCATION_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:  # importing result pulls in torch; ``vitcop presets`` must not
-    from .result import AskResult
+    from ..result import AskResult
 
 LEGEND = (
     "N: visual tokens from the vision encoder; V: after Stage I, entering the LLM; Rs: kept from the "
@@ -129,7 +129,7 @@ def render(result: "AskResult", console: Console) -> None:
 def render_presets(rows, console: Console, *, model: str | None, n_visual: int) -> None:
     """The ``vitcop presets`` table (each preset's ratios and budgets at this depth and N), then
     one line per preset describing it — kept out of the table so it reads at 80 columns."""
-    from .defaults import DEFAULT_MODEL
+    from ..defaults import DEFAULT_MODEL
 
     depth = rows[0].n_layers if rows else 0
     where = f"{escape(model)} ({depth} LLM layers)" if model else f"{DEFAULT_MODEL} ({depth} LLM layers)"

@@ -6,8 +6,8 @@ Contract:
   :func:`model_layout` adds a hybrid LLM's layer types (Ls / Ld snap to full-attention layers).
   ``None`` means the default model, whose depth is known (:data:`vitcop_cli.catalog.KNOWN_DEPTHS`,
   28 for Qwen2-VL-2B-Instruct) so nothing is read; so is a built-in demo model's (``tiny:<family>``,
-  :mod:`vitcop_cli.demo_models`), which is not built for this. Otherwise the checkpoint's
-  ``config.json`` is read alone (:mod:`vitcop_cli.model_ref`: fast one-line failures, model_type checked first, so an
+  :mod:`vitcop_cli.models.demo_models`), which is not built for this. Otherwise the checkpoint's
+  ``config.json`` is read alone (:mod:`vitcop_cli.models.model_ref`: fast one-line failures, model_type checked first, so an
   unsupported type says so) and the depth taken from ``text_config.num_hidden_layers`` or
   ``num_hidden_layers``; only a config that leaves it implicit is handed to transformers'
   ``AutoConfig`` (``trust_remote_code=False``).
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalog import KNOWN_DEPTHS
-from .defaults import DEFAULT_MODEL
-from .errors import InputError
+from ..catalog import KNOWN_DEPTHS
+from ..defaults import DEFAULT_MODEL
+from ..errors import InputError
 
 __all__ = ["PresetRow", "model_depth", "model_layout", "preset_table"]
 

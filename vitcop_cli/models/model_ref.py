@@ -28,8 +28,8 @@ import socket
 import threading
 from pathlib import Path
 
-from .catalog import MODEL_TYPES, unsupported_type_message
-from .errors import InputError
+from ..catalog import MODEL_TYPES, unsupported_type_message
+from ..errors import InputError
 
 __all__ = ["CONFIG_MAX_BYTES", "PROBE_TIMEOUT_S", "check_model_type", "declared_config", "is_path_like"]
 
@@ -134,8 +134,13 @@ def _hub_config(model: str, offline: bool) -> tuple[dict, bool]:
 
 def _download_config(model: str) -> str:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
-                                        LocalEntryNotFoundError, RepositoryNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         return hf_hub_download(model, "config.json")

@@ -1,7 +1,7 @@
 """A synthetic clip, decoded already: for self-tests and benchmarks that must not depend on a file.
 
 Contract: :func:`synthetic_clip` ``(frames, width, height, seed)`` returns a video
-:class:`~vitcop_cli.video.Visual` whose ``frames`` are a ``(T, H, W, 3)`` ``torch.uint8`` tensor:
+:class:`~vitcop_cli.media.video.Visual` whose ``frames`` are a ``(T, H, W, 3)`` ``torch.uint8`` tensor:
 three coloured squares moving over a gradient with light noise, sampled at 2 fps (timestamps
 ``t / 2``). The same arguments give the same pixels (a seeded generator). Used by ``vitcop doctor``
 (which must work from any install, wheel included, where the source tree's ``samples/`` is absent)

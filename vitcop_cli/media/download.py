@@ -21,10 +21,10 @@ Contract:
   (413) tell it apart by type, not by message text. Redirects are followed only to
   ``http`` / ``https``.
 - ``progress=True`` shows a rich progress bar on stderr (size, speed, ETA), removed when done.
-- ``guard`` (a :class:`~vitcop_cli.netguard.MediaHostGuard`; ``vitcop serve`` passes one, the CLI does
+- ``guard`` (a :class:`~vitcop_cli.media.netguard.MediaHostGuard`; ``vitcop serve`` passes one, the CLI does
   not) checks the URL and every redirect hop and pins each connection to the checked address (see
-  :mod:`vitcop_cli.pinned_http`); a refusal raises its
-  :class:`~vitcop_cli.netguard.MediaHostRefused` (an ``InputError``) before anything is sent. With a
+  :mod:`vitcop_cli.media.pinned_http`); a refusal raises its
+  :class:`~vitcop_cli.media.netguard.MediaHostRefused` (an ``InputError``) before anything is sent. With a
   guard, messages carry nothing the remote sent: a status code with its standard phrase (not the
   server's own reason text), and no response line, header or certificate contents.
 """
@@ -47,7 +47,8 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import InputError
+from ..defaults import cache_home
+from ..errors import InputError
 
 if TYPE_CHECKING:
     from .netguard import MediaHostGuard
@@ -74,11 +75,7 @@ def is_url(text: str) -> bool:
 
 def default_cache_dir() -> Path:
     """Where downloaded media go unless ``cache_dir`` is given (see the module docstring)."""
-    if os.environ.get("VITCOP_CACHE"):
-        return Path(os.environ["VITCOP_CACHE"]).expanduser() / "media"
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "vitcop" / "media"
-    return Path("~/.cache/vitcop/media").expanduser()
+    return cache_home() / "media"
 
 
 def cache_path_for(url: str, cache_dir: Path | None = None) -> Path:
@@ -220,8 +217,7 @@ def _stream(response, part: Path, url: str, length, max_bytes, timeout_s, deadli
 def _progress_bar(url: str, length: int | None):
     from rich.console import Console
     from rich.markup import escape
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     name = shown(Path(urllib.parse.urlsplit(url).path).name or url, 30)
     bar = Progress(
