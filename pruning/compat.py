@@ -54,7 +54,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 #: inclusive (lowest, highest) transformers minor versions the suite is run on
-TESTED_RANGE = ((5, 20), (5, 24))
+TESTED_RANGE = ((5, 20), (5, 25))
 
 ROPE = "position_embeddings"
 INPUT_IDS = "input_ids"
