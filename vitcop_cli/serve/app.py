@@ -4,16 +4,21 @@ Contract: :func:`create_app(session, config) <create_app>` returns a FastAPI app
 :class:`~vitcop_cli.api.Session`; its lifespan starts and stops the :class:`~vitcop_cli.serve.worker.Worker`.
 
 - ``POST /v1/chat/completions`` (Bearer key when one is set): body read up to ``max_body_bytes``
-  (413 beyond), JSON (400 when malformed), parsed by :mod:`~vitcop_cli.serve.request`, media checked
-  by :mod:`~vitcop_cli.serve.media`, then admitted (429 + ``Retry-After`` when the queue is full).
+  (413 beyond), JSON (400 when malformed or nested too deeply), parsed by
+  :mod:`~vitcop_cli.serve.request`, media checked by :mod:`~vitcop_cli.serve.media`, then admitted
+  (429 + ``Retry-After`` when the queue is full). Work that grows with the body (JSON parsing and
+  checking of a body over ``INLINE_PARSE_BYTES``, base64 decoding) runs in a worker thread, never on
+  the event loop, so one large request does not hold up the others.
   Non-streaming: waits for the answer. Streaming: waits until the job starts generating (so a
   corrupt video is still a 400), then sends SSE chunks (:mod:`~vitcop_cli.serve.responses`).
   Past ``request_timeout_s`` from admission: 504 (or, mid-stream, an error event) and the
-  generation stops. A client that disconnects stops its generation (counted as status 499).
+  generation stops. A client that disconnects stops its generation (counted as status 499); so is
+  one that disconnects while sending its body (no error logged: it is not a server fault).
 - ``GET /v1/models`` (Bearer key when set), ``GET /health`` (200 while serving, 503 once shutting
   down), ``GET /metrics`` (Prometheus text). ``/health`` and ``/metrics`` never need the key.
 - Every error is ``{"error": {"message", "type", "param", "code"}}``; an unexpected exception is a
-  500 naming only its type (traceback in the server log) and the server keeps serving.
+  500 naming only its type (its traceback logged once, as "unexpected error") and the server keeps
+  serving. A bad request is always a 4xx.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .. import api
 from .config import ServeConfig
@@ -47,6 +53,7 @@ log = logging.getLogger("vitcop.serve")
 _ENDPOINTS = {"/v1/chat/completions", "/v1/models", "/health", "/metrics"}
 _TIMEOUT, _DISCONNECT = "timeout", "disconnect"
 CLIENT_CLOSED = 499  # nginx's "client closed request": what a disconnected request is counted as
+INLINE_PARSE_BYTES = 64 * 1024  # larger bodies are parsed in a worker thread
 
 
 def create_app(session, config: ServeConfig) -> FastAPI:
@@ -68,7 +75,7 @@ def create_app(session, config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="vitcop", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.worker, app.state.metrics, app.state.config = worker, metrics, config
-    app.add_middleware(_CountResponses, metrics=metrics)
+    app.add_middleware(_CountResponses, metrics=metrics)  # also the 500 of an unexpected exception
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
@@ -78,12 +85,6 @@ def create_app(session, config: ServeConfig) -> FastAPI:
     async def _http_error(_request: Request, exc: StarletteHTTPException):
         return JSONResponse(error_body(exc.status_code, str(exc.detail), code=None), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _bug(_request: Request, exc: Exception):
-        log.error("unexpected error", exc_info=exc)
-        return JSONResponse(error_body(500, f"internal server error ({type(exc).__name__})", code="internal_error"),
-                            status_code=500)
 
     def check_key(request: Request) -> None:
         if config.api_key is None:
@@ -113,11 +114,11 @@ def create_app(session, config: ServeConfig) -> FastAPI:
     async def chat(request: Request):
         check_key(request)
         raw = await _read_body(request, config.max_body_bytes)
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
-        req = parse_chat_request(body, config, served)
+        if len(raw) > INLINE_PARSE_BYTES:
+            req = await run_in_threadpool(_parse, raw, config, served)
+        else:
+            req = _parse(raw, config, served)
+        del raw  # free the body before media decoding: one copy of a request's bytes at a time
         media = await run_in_threadpool(resolve_media, req.media_url, config, tmp_path)
         loop = asyncio.get_running_loop()
         job = Job(req, media, loop)
@@ -140,19 +141,38 @@ def create_app(session, config: ServeConfig) -> FastAPI:
     return app
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _parse(raw: bytearray, config: ServeConfig, served: set[str]) -> ChatRequest:
+    """The body's JSON checked into a :class:`ChatRequest` (400 when it is not JSON or nests too deeply)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "the request body's JSON is nested too deeply", code="invalid_json") from None
+    return parse_chat_request(body, config, served)
+
+
+async def _read_body(request: Request, limit: int) -> bytearray:
+    """The body, up to ``limit`` bytes (413 beyond; one copy in memory). A client that disconnects before
+    sending all of it is a 499, not a server error."""
     too_big = ApiError(413, f"the request body is larger than the server's limit ({limit / 2**20:.4g} MiB)",
                        code="body_too_large")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise too_big
-    chunks, size = [], 0
-    async for piece in request.stream():
-        size += len(piece)
-        if size > limit:
-            raise too_big
-        chunks.append(piece)
-    return b"".join(chunks)
+    raw = bytearray()
+    try:
+        async for piece in request.stream():
+            if len(raw) + len(piece) > limit:
+                raise too_big
+            raw += piece
+    except ClientDisconnect:
+        raise _client_closed() from None
+    return raw
+
+
+def _client_closed() -> ApiError:
+    return ApiError(CLIENT_CLOSED, "client closed the request", code="client_closed")
 
 
 async def _disconnected(request: Request) -> None:
@@ -221,7 +241,7 @@ async def _answer(request: Request, worker: Worker, job: Job, deadline: float, c
 async def _until_started(request: Request, worker: Worker, job: Job, deadline: float, config: ServeConfig) -> None:
     """Wait until ``job`` generates (errors before that are plain HTTP errors, not stream events)."""
     if await _wait_for(request, worker, job, deadline, config, "started") is _DISCONNECT:
-        raise ApiError(CLIENT_CLOSED, "client closed the request", code="client_closed")
+        raise _client_closed()
 
 
 async def _events(worker: Worker, job: Job, req: ChatRequest, deadline: float, config: ServeConfig):
@@ -276,7 +296,9 @@ class _JobStream(StreamingResponse):
 
 
 class _CountResponses:
-    """Pure ASGI middleware: ``vitcop_requests_total{endpoint, status}`` for every HTTP response."""
+    """Pure ASGI middleware: ``vitcop_requests_total{endpoint, status}`` for every HTTP response. An
+    exception no handler took (a bug) becomes a 500 naming its type, its traceback logged here once;
+    raised after the response started, it is left to the server (which closes the connection)."""
 
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
@@ -296,6 +318,12 @@ class _CountResponses:
 
         try:
             await self.app(scope, receive, counting_send)
+        except Exception as exc:  # noqa: BLE001 - the last stop before the server: a bug
+            if "status" in seen:
+                raise
+            log.error("unexpected error", exc_info=exc)
+            body = error_body(500, f"internal server error ({type(exc).__name__})", code="internal_error")
+            await JSONResponse(body, status_code=500)(scope, receive, counting_send)
         except BaseException:
             if "status" not in seen:
                 self.metrics.requests.labels(endpoint, "500").inc()

@@ -10,9 +10,15 @@ model this server does not serve). Nothing is loaded or decoded here.
   Face chat messages, the visual part as ``{"type": "visual"}`` until its file is decoded and its
   kind known (:func:`with_visual_kind`).
 - Sampling: ``max_completion_tokens`` (else ``max_tokens``, else the server default), ``temperature``
-  (default 0 = greedy; OpenAI's own default is 1), ``top_p`` (ignored when greedy), ``seed``,
-  ``stop`` (a string or up to 4), ``stream``, ``stream_options.include_usage``. ``n`` other than 1,
-  ``tools``, ``logprobs`` and non-text ``response_format`` are refused rather than ignored.
+  (default 0 = greedy; OpenAI's own default is 1; a positive one at least ``MIN_TEMPERATURE``, since
+  dividing the logits by less can overflow), ``top_p`` (ignored when greedy), ``seed``, ``stop`` (a
+  string or up to ``MAX_STOPS`` of at most ``MAX_STOP_CHARS`` characters each), ``stream``,
+  ``stream_options.include_usage``. ``n`` other than 1, ``tools``, ``logprobs`` and non-text
+  ``response_format`` are refused rather than ignored.
+- Types and values are checked here, at the boundary: ``model`` and ``role`` must be strings, no
+  string anywhere in the body may hold a lone UTF-16 surrogate (JSON allows ``"\ud800"``; tokenizers
+  and file systems do not), integers are at most ``MAX_INT`` (``max_tokens`` at most
+  ``MAX_TOKENS``). Messages name the API field and never echo more than a short prefix of a value.
 - ``"vitcop": {"preset", "method", "fps", "frames", "max_pixels"}`` override the server defaults;
   giving ``fps`` or ``frames`` replaces the server's frame sampling. Only built-in presets (or the
   server's own default preset) are accepted: a request never names a file on the server.
@@ -23,15 +29,22 @@ model this server does not serve). Nothing is loaded or decoded here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from .. import api
 from ..errors import VitcopError
+from ..options import MIN_TEMPERATURE
 from .config import ServeConfig
-from .errors import ApiError, bad_request, from_library
+from .errors import SHOWN_CHARS, ApiError, bad_request, from_library, shown
 
 VITCOP_KEYS = ("preset", "method", "fps", "frames", "max_pixels")
+MAX_STOPS = 4  # OpenAI's own limit on stop sequences
+MAX_STOP_CHARS = 1000  # per stop string: far beyond any practical stop sequence, and it bounds the held-back text
+MAX_TOKENS = 1 << 20  # a sanity bound; the model's own context limit is checked when the prompt is known
+MAX_INT = (1 << 31) - 1  # any other integer field (seed: 2**63 - 1)
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -63,14 +76,20 @@ def with_visual_kind(messages: list[dict], kind: str) -> list[dict]:
 def parse_chat_request(body: object, config: ServeConfig, served_names: set[str]) -> ChatRequest:
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
+    _refuse_surrogates(body)
     model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad_request("model must be a string", "model")
     if model is not None and model not in served_names:
-        raise ApiError(404, f"model {model!r} is not served here; this server serves {config.model!r} "
+        raise ApiError(404, f"model {shown(model)} is not served here; this server serves {config.model!r} "
                             "(see GET /v1/models)", code="model_not_found", param="model")
     _refuse_unsupported(body)
     messages, media_url = _messages(body.get("messages"))
     req = ChatRequest(messages=messages, media_url=media_url, max_tokens=_max_tokens(body, config))
     req.temperature = _number(body, "temperature", 0.0, minimum=0.0)
+    if 0 < req.temperature < MIN_TEMPERATURE:
+        raise bad_request(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g} "
+                          f"(got {shown(req.temperature)}: sampling would overflow)", "temperature")
     top_p = _number(body, "top_p", None, minimum=0.0)
     if top_p is not None and not 0 < top_p <= 1:
         raise bad_request("top_p must be in (0, 1]", "top_p")
@@ -87,6 +106,24 @@ def parse_chat_request(body: object, config: ServeConfig, served_names: set[str]
         req.include_usage = _boolean(options, "include_usage", False, prefix="stream_options.")
     _vitcop(body.get("vitcop"), config, req)
     return req
+
+
+def _refuse_surrogates(body: dict) -> None:
+    """400 naming the top-level field when any string (key or value) in ``body`` holds a lone surrogate."""
+    for name, value in body.items():
+        stack = [name, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if not item.isascii() and _SURROGATE.search(item):
+                    field = name if isinstance(name, str) and not _SURROGATE.search(name) else "body"
+                    raise bad_request(f"{field} holds a lone UTF-16 surrogate (e.g. \\ud800), which is not "
+                                      "valid Unicode; send UTF-8 text", field)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
 
 
 def _refuse_unsupported(body: dict) -> None:
@@ -111,9 +148,10 @@ def _messages(raw: object) -> tuple[list[dict], str]:
         where = f"messages[{i}]"
         if not isinstance(m, dict):
             raise bad_request(f"{where} must be an object", "messages")
-        role = _ROLES.get(m.get("role"))
+        role = m.get("role")
+        role = _ROLES.get(role) if isinstance(role, str) else None
         if role is None:
-            raise bad_request(f"{where}.role {m.get('role')!r} is not supported; use system, user or assistant",
+            raise bad_request(f"{where}.role {shown(m.get('role'))} is not supported; use system, user or assistant",
                               "messages")
         parts = _parts(m.get("content"), where, role, media)
         out.append({"role": role, "content": parts})
@@ -149,14 +187,15 @@ def _parts(content: object, where: str, role: str, media: list[str]) -> list[dic
             media.append(url)
             parts.append({"type": "visual"})
         else:
-            raise bad_request(f"{at}.type {kind!r} is not supported; use text, image_url or video_url", "messages")
+            raise bad_request(f"{at}.type {shown(kind)} is not supported; use text, image_url or video_url",
+                              "messages")
     return parts
 
 
 def _max_tokens(body: dict, config: ServeConfig) -> int:
     for name in ("max_completion_tokens", "max_tokens"):
         if body.get(name) is not None:
-            return _integer(body, name, None, minimum=1)
+            return _integer(body, name, None, minimum=1, maximum=MAX_TOKENS)
     return config.max_new_tokens
 
 
@@ -164,8 +203,12 @@ def _stop(raw: object) -> list[str]:
     if raw is None:
         return []
     stops = [raw] if isinstance(raw, str) else raw
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 4:
-        raise bad_request("stop must be a non-empty string or a list of up to 4 non-empty strings", "stop")
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOPS:
+        raise bad_request(f"stop must be a non-empty string or a list of up to {MAX_STOPS} non-empty strings", "stop")
+    longest = max(len(s) for s in stops) if stops else 0
+    if longest > MAX_STOP_CHARS:
+        raise bad_request(f"a stop string may have at most {MAX_STOP_CHARS:,} characters (got one of {longest:,})",
+                          "stop")
     return list(stops)
 
 
@@ -184,9 +227,10 @@ def _vitcop(raw: object, config: ServeConfig, req: ChatRequest) -> None:
     if raw.get("method") is not None:
         method = raw["method"]
         try:
-            req.method = api.check_method(method if isinstance(method, str) else repr(method))
+            req.method = api.check_method(method if isinstance(method, str) and len(method) <= SHOWN_CHARS
+                                          else shown(method))
         except VitcopError as exc:
-            raise from_library(exc) from None
+            raise from_library(exc, "vitcop") from None
     fps = _number(raw, "fps", None, prefix="vitcop.")
     frames = _integer(raw, "frames", None, minimum=1, prefix="vitcop.")
     if fps is not None and frames is not None:
@@ -198,10 +242,10 @@ def _vitcop(raw: object, config: ServeConfig, req: ChatRequest) -> None:
     max_pixels = _integer(raw, "max_pixels", None, minimum=1, prefix="vitcop.")
     if max_pixels is not None:
         if config.min_pixels is not None and max_pixels < config.min_pixels:
-            raise bad_request(f"vitcop.max_pixels ({max_pixels}) is below the server's --min-pixels "
+            raise bad_request(f"vitcop.max_pixels ({shown(max_pixels)}) is below the server's --min-pixels "
                               f"({config.min_pixels})", "vitcop")
         if config.max_pixels is not None and max_pixels > config.max_pixels:
-            raise bad_request(f"vitcop.max_pixels ({max_pixels}) is above the server's --max-pixels "
+            raise bad_request(f"vitcop.max_pixels ({shown(max_pixels)}) is above the server's --max-pixels "
                               f"({config.max_pixels}); ask for at most {config.max_pixels}", "vitcop")
         req.max_pixels = max_pixels
 
@@ -214,9 +258,9 @@ def _preset(value: object, config: ServeConfig) -> str:
         try:
             api.check_preset(value)
         except VitcopError as exc:
-            raise from_library(exc) from None
+            raise from_library(exc, "vitcop") from None
         return value
-    raise bad_request(f"unknown preset {value!r}; built-in presets: {', '.join(names)} "
+    raise bad_request(f"unknown preset {shown(value)}; built-in presets: {', '.join(names)} "
                       "(a request cannot name a preset file)", "vitcop")
 
 
@@ -240,7 +284,7 @@ def _number(obj: dict, name: str, default, *, minimum: float | None = None, pref
     return float(value)
 
 
-def _integer(obj: dict, name: str, default, *, minimum: int | None = None, maximum: int | None = None,
+def _integer(obj: dict, name: str, default, *, minimum: int | None = None, maximum: int = MAX_INT,
              prefix: str = ""):
     value = obj.get(name)
     if value is None:
@@ -251,6 +295,6 @@ def _integer(obj: dict, name: str, default, *, minimum: int | None = None, maxim
         raise bad_request(f"{prefix}{name} must be an integer", prefix.rstrip(".") or name)
     if minimum is not None and value < minimum:
         raise bad_request(f"{prefix}{name} must be at least {minimum}", prefix.rstrip(".") or name)
-    if maximum is not None and value > maximum:
-        raise bad_request(f"{prefix}{name} must be at most {maximum}", prefix.rstrip(".") or name)
+    if value > maximum:
+        raise bad_request(f"{prefix}{name} must be at most {maximum} (got {shown(value)})", prefix.rstrip(".") or name)
     return value
