@@ -3,6 +3,9 @@
 The CLI maps them to exit statuses: :class:`InputError` -> 2 (usage / input), :class:`RuntimeFailure`,
 :class:`EnvironmentProblem` and any other :class:`VitcopError` -> 1. Anything else is a bug and shows
 a traceback only with --debug.
+
+Inputs are validated where they enter (:mod:`vitcop_cli.options`, :mod:`vitcop_cli.media.video`); what a
+library still refuses because of the input is recognised in one place, :func:`input_fault`.
 """
 
 
@@ -30,3 +33,19 @@ class EnvironmentProblem(VitcopError):
     and its installed version and points at ``vitcop doctor``."""
 
     exit_code = 1
+
+
+def input_fault(exc: BaseException, doing: str) -> InputError | None:
+    """The :class:`InputError` for a library exception that only a bad input causes, or ``None`` for anything
+    else (a real bug must still surface as an unexpected error, so the match is narrow).
+
+    Recognised: the Qwen processors' ``ValueError`` for an image or frame whose aspect ratio is over 200:1
+    (checked up front by :func:`vitcop_cli.media.video.check_frame_size`; this catches what the processor's own
+    rescaling may still refuse). ``doing`` names the step for the message. The one place such exceptions are
+    recognised: ``Session.prepare_chat`` re-raises through it, so ``ask``, ``batch``, ``serve`` and the
+    lmms-eval plugin all get exit 2 / 400."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ValueError) and "aspect ratio" in text:
+        return InputError(f"{doing}: the model's processor refuses its shape ({text[:160]}); "
+                          "crop or pad it to an aspect ratio of at most 200:1")
+    return None

@@ -3,7 +3,8 @@
 Contract:
 
 - :class:`OutLock` takes an exclusive, non-blocking advisory ``flock`` on a sidecar file
-  ``<out>.lock`` (created next to ``--out``, mode 0644, left in place afterwards: removing it would
+  ``<out>.lock`` (created next to ``--out`` resolved — symbolic links followed — so every name of one
+  results file takes one lock; mode 0644, left in place afterwards: removing it would
   let a waiting process lock an unlinked file). A sidecar, not ``--out`` itself, because the merge
   replaces ``--out`` by a rename, which would drop a lock held on the old file.
 - A second holder gets an :class:`InputError` (exit 2) saying another batch is writing ``--out``.
@@ -24,8 +25,8 @@ __all__ = ["OutLock", "lock_path"]
 
 
 def lock_path(out: str | os.PathLike) -> Path:
-    """``<out>.lock``, next to ``out``."""
-    out = Path(out)
+    """``<out>.lock``, next to ``out`` resolved (symbolic links followed)."""
+    out = Path(os.path.realpath(out))
     return out.with_name(out.name + ".lock")
 
 

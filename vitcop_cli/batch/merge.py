@@ -81,7 +81,7 @@ def _scan_lines(path: Path):
                 return
             try:
                 obj = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or JSON Python cannot hold
                 obj = None
             yield "line", offset, (len(raw), obj if isinstance(obj, dict) else None)
             offset += len(raw)

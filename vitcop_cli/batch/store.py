@@ -17,7 +17,10 @@ Contract:
   :data:`_RECORD_START`, the way every line ``run_batch`` writes begins (``id`` is the first
   field of ``runner._record``).
 - Path. :func:`check_out_path` accepts a new or regular file in an existing, writable folder that
-  is not the questions file itself; anything else is an :class:`InputError`.
+  is not the questions file itself; anything else is an :class:`InputError`. It returns the resolved path
+  (symbolic links followed, :func:`os.path.realpath`): results, part files and the lock live next to the
+  link's target, so a run through a link and one on the real path share one lock, and the merge replaces
+  the target, never the link.
 - Writing (:class:`PartWriter`). Each rank appends to its own part file (:mod:`.merge` names and
   merges them); nothing two processes write is shared. Each record is ASCII JSON written with
   ``os.write`` until complete, then ``os.fsync``'d before :meth:`PartWriter.append` returns, so a
@@ -81,7 +84,7 @@ def _records(path: Path, state: dict) -> Iterator[dict]:
             return
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or JSON Python cannot hold
             continue
         if isinstance(obj, dict):
             yield obj
@@ -189,8 +192,9 @@ def _scan(path: Path) -> tuple[dict, int, bool]:
 
 
 def check_out_path(out: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
-    """Validate ``--out``: a new or regular file in an existing, writable folder, not the input itself."""
-    p = Path(out)
+    """Validate ``--out``: a new or regular file in an existing, writable folder, not the input itself.
+    Returns it resolved (symbolic links followed, a dangling one to the file it would create)."""
+    p = Path(os.path.realpath(out))
     if p.is_dir():
         raise InputError(f"--out {out} is a directory; give the path of a .jsonl file to write results into")
     if p.exists() and not p.is_file():

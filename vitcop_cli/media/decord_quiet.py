@@ -19,6 +19,7 @@ import threading
 log = logging.getLogger("vitcop_cli.media.video")
 
 NO_VIDEO_STREAM = "no video stream"
+FRAME_SIZE_UNSUPPORTED = "decord cannot convert frames of this size"
 _LOCATION_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
 _SOURCE_PREFIX = re.compile(r"^\S+\.(cc|h|cpp|c):\d+:\s*")
 
@@ -46,6 +47,11 @@ def decord_reason(captured: str, exc: BaseException | None) -> str:
     for msg in messages:
         if "cannot find video stream" in msg:
             return NO_VIDEO_STREAM
+    for msg in messages:
+        # decord's own copy of a decoded frame; its padded row width differs from the frame's at some narrow
+        # widths (2-24, 48, 72 pixels seen): the file is fine, decord cannot convert it
+        if "DECORDArrayCopyFromTo" in msg and "size must exactly match" in msg:
+            return FRAME_SIZE_UNSUPPORTED
     for msg in messages:
         if "moov atom not found" in msg:
             return "moov atom not found"

@@ -15,8 +15,9 @@ Contract:
   a pattern that is not a host name. :func:`domain_allowed` ``(host, patterns)`` matches
   case-insensitively, ignoring a trailing dot.
 - :class:`MediaHostGuard` ``(allowed_domains=(), allow_private=False)``: :meth:`~MediaHostGuard.check_url`
-  checks a URL without any DNS look-up (scheme, the domain list, and a host that is an address
-  literal in any form ``inet_aton`` accepts: ``2130706433``, ``0x7f000001``, ``127.1``, ``0177.0.0.1``);
+  checks a URL without any DNS look-up (scheme, credentials — refused, see :data:`CREDENTIALS_REFUSED` —,
+  the domain list, and a host that is an address literal in any form ``inet_aton`` accepts:
+  ``2130706433``, ``0x7f000001``, ``127.1``, ``0177.0.0.1``);
   :meth:`~MediaHostGuard.resolve` ``(host, port)`` checks the domain list, resolves the host once and
   returns the ``getaddrinfo`` entries, every one checked — the caller connects to those, so a second
   DNS answer cannot swap the address (see :mod:`vitcop_cli.media.pinned_http`). A name with *any* refused
@@ -36,7 +37,10 @@ from typing import Iterable
 
 from ..errors import InputError
 
-__all__ = ["MediaHostGuard", "MediaHostRefused", "domain_allowed", "parse_domain_patterns", "refused_kind"]
+__all__ = [
+    "CREDENTIALS_REFUSED", "MediaHostGuard", "MediaHostRefused", "domain_allowed", "has_credentials",
+    "parse_domain_patterns", "refused_kind",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -45,6 +49,12 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
 _HINT = "the server fetches only public addresses unless started with --allow-private-media-hosts"
+CREDENTIALS_REFUSED = "URLs with credentials (user:password@) are not supported"
+
+
+def has_credentials(parts: urllib.parse.SplitResult) -> bool:
+    """Whether a split URL carries a user name or password (``http://user:pw@host/``, ``http://user@host/``)."""
+    return "@" in parts.netloc
 
 
 class MediaHostRefused(InputError):
@@ -163,6 +173,8 @@ class MediaHostGuard:
             raise MediaHostRefused("the remote media URL is malformed; refused") from None
         if parts.scheme.lower() not in ("http", "https") or not host:
             raise MediaHostRefused("remote media URLs must be http(s)://host/...; refused")
+        if has_credentials(parts):
+            raise MediaHostRefused(f"remote media URL for host {_shown(host)}: {CREDENTIALS_REFUSED}; refused")
         self._check_domain(host)
         if not self.allow_private:
             address = _literal(host)

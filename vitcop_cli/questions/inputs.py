@@ -7,7 +7,8 @@ Contract:
   ``IMAGE_EXTENSIONS``) and asks every question of every clip; media-named entries it cannot use
   (unlistable subfolder, a folder named ``x.mp4``, a broken link) are named in a note.
   :func:`read_jsonl` streams ``{"video", "question", "id"?, "options"?, "answer"?}`` lines
-  (``video`` relative to the file); all bad lines (bad JSON or fields, not UTF-8, over
+  (``video`` relative to the file); all bad lines (bad JSON or fields, JSON that Python cannot hold: an
+  integer over 4,300 digits, nesting too deep; a NUL in ``video``; not UTF-8, over
   :data:`MAX_LINE_BYTES`, a misspelt key) are reported together in one :class:`InputError`, other
   unknown keys in a note. ``items_from_*`` return just the items. A missing or unreadable clip is
   *not* an input error: it becomes that item's ``error`` line at run time. A :class:`BatchItem`
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import InputError
-from ..media.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_media_file
+from ..media.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_media_file, shown_path
 from .scoring import LETTERS, gold_letter, mc_prompt
 
 __all__ = [
@@ -61,6 +63,8 @@ class BatchItem:
     def __post_init__(self) -> None:
         if not isinstance(self.video, (str, os.PathLike)) or not os.fspath(self.video).strip():
             raise InputError('"video" must be a non-empty path')
+        if "\0" in os.fspath(self.video):
+            raise InputError('"video" contains a NUL character, which no file name can')
         path = Path(os.fspath(self.video)).expanduser()
         try:
             self.video = str(path.resolve())
@@ -249,9 +253,7 @@ def read_jsonl(path: str | os.PathLike) -> Inputs:
             if not line.strip():
                 continue
             try:
-                items.append(_item(json.loads(line), lineno, base, unknown))
-            except json.JSONDecodeError as exc:
-                bad.append((lineno, f"not valid JSON ({exc.msg} at column {exc.colno})"))
+                items.append(_item(_json_line(line), lineno, base, unknown))
             except InputError as exc:
                 bad.append((lineno, str(exc)))
     for key, lines in unknown.items():
@@ -273,6 +275,20 @@ def read_jsonl(path: str | os.PathLike) -> Inputs:
         notes.append(f"{path}: ignored unknown key{'s' if len(parts) > 1 else ''} {', '.join(parts)}; "
                      f"known keys: {', '.join(KNOWN_KEYS)}")
     return Inputs(items, notes)
+
+
+def _json_line(line: str):
+    """The JSON value of one line; InputError (one line) for anything ``json`` refuses, including what it
+    refuses with other exceptions: an integer over Python's 4,300-digit limit, nesting deeper than the
+    interpreter's recursion limit."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
+        raise InputError(f"not usable JSON (a number with more than {sys.get_int_max_str_digits():,} digits)") from None
+    except RecursionError:
+        raise InputError("not usable JSON (nested too deeply)") from None
 
 
 def _line_list(lines: list[int], limit: int = 5) -> str:
@@ -305,15 +321,6 @@ def items_from_jsonl(path: str | os.PathLike) -> list[BatchItem]:
 
 
 def printable(text) -> str:
-    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ``\\u2028``), so
-    a file name cannot split or recolour a progress line."""
-    text = str(text)
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable():
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
+    """``text`` with control and other non-printable characters escaped (``\\n``, ``\\x1b``, ``\\u2028``; an
+    undecodable byte of a file name as ``\\xff``), so a file name cannot split or recolour a progress line."""
+    return shown_path(str(text))
