@@ -83,7 +83,7 @@ def run_batch(args, folder: Path, out: Path, nproc: int | None) -> dict:
 def synthetic_line(i: int) -> dict:
     return {
         "id": f"clip{i:06d}.mp4", "video": f"/data/clips/clip{i:06d}.mp4", "question": "What happens?",
-        "prompt": "What happens?", "options": None, "expected": None, "schema": "vitcop.ask/1",
+        "prompt": "What happens?", "options": None, "expected": None, "schema": "vitcop.ask/2",
         "answer": "A red circle moves from left to right.", "model": "/models/qwen2-vl-2b", "model_type": "qwen2_vl",
         "preset": "1_9", "method": "vitcop", "device": "cuda:0", "dtype": "bfloat16", "attn_implementation": "sdpa",
         "visual": {"path": f"/data/clips/clip{i:06d}.mp4", "kind": "video", "frames": 16, "sampling_fps": 2.0,

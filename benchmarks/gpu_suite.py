@@ -275,7 +275,7 @@ def one_run(session: api.Session, prepared, method: str, preset: str, decode_tok
                                   max_new_tokens=decode_tokens)
     t, p = result.timings, result.pruning
     return {
-        "vision_encoder_s": t.vision_encoder_s, "prefill_s": t.prefill_s, "ttft_s": t.ttft_s,
+        "vision_encoder_s": t.vision_encoder_s, "prefill_s": t.prefill_s, "ttft_s": t.model_ttft_s,
         "decode_tokens_per_s": t.decode_tokens_per_s, "pruning_s": t.pruning_s,
         "generated_tokens": result.tokens.generated,
         "peak_allocated_bytes": result.memory.peak_allocated_bytes,

@@ -421,3 +421,37 @@ def video_metadata(total_frames: int, fps: float | None, indices: list[int]):
     from transformers.video_utils import VideoMetadata
 
     return VideoMetadata(total_num_frames=int(total_frames), fps=fps, frames_indices=list(indices))
+
+
+def video_frame_size(video_processor, frames: int, height: int, width: int, videos_kwargs: dict) -> tuple[int, int]:
+    """(height, width) the family's video processor resizes ``frames`` frames of ``height`` x ``width`` to, under
+    ``videos_kwargs`` (the kwargs a real call gets), computed by the processor's own code on a ``meta``-device
+    clip: no pixels, no work (Qwen: smart resize with patch x merge factor, min / max pixels, the per-frame cap
+    that depends on the frame count; LLaVA-OneVision: its fixed size). Read off the output: Qwen's
+    ``video_grid_thw`` (in patches), else the shape of ``pixel_values_videos``."""
+    import torch
+
+    kwargs = {k: v for k, v in videos_kwargs.items() if k != "video_metadata"}  # metadata is not about size
+    clip = torch.empty((frames, height, width, 3), dtype=torch.uint8, device="meta")
+    out = video_processor(videos=[clip], return_tensors="pt", **kwargs)
+    if "video_grid_thw" in out:
+        _, grid_h, grid_w = (int(v) for v in out["video_grid_thw"][0].tolist())
+        return grid_h * video_processor.patch_size, grid_w * video_processor.patch_size
+    h, w = out["pixel_values_videos"].shape[-2:]
+    return int(h), int(w)
+
+
+def resize_video_frames(video_processor, frames, size: tuple[int, int]):
+    """``frames`` (t, H, W, 3) uint8 resized to ``size`` = (h, w) by the resize the family's video processor runs
+    on a whole clip (transformers' torchvision backend, the processor's own resample), frame by frame; the result
+    is (t, h, w, 3) uint8. Per-frame, so resizing a clip chunk by chunk gives exactly the frames the processor
+    would make of the whole clip, and the processor's own resize of frames already at ``size`` is the identity
+    (both checked by the ``--resize exact`` oracle in tests/test_ingest.py)."""
+    from transformers.image_processing_backends import TorchvisionBackend
+    from transformers.image_utils import SizeDict
+
+    resized = TorchvisionBackend.resize(
+        video_processor, image=frames.permute(0, 3, 1, 2), size=SizeDict(height=size[0], width=size[1]),
+        resample=video_processor.resample,
+    )
+    return resized.permute(0, 2, 3, 1)

@@ -3,7 +3,8 @@
 A :class:`Target` listens on one loopback address (``127.0.0.1``, ``127.0.0.2``, ``::1``) and
 records each accepted connection (``connections``) and each request (``requests``: path and Host
 header), so a test can assert that a refused URL never reached it — not even a TCP connection.
-Routes: ``/clip.mp4`` (the sample clip), ``/hop?to=URL`` (302 to URL), ``/secret`` (404 whose reason
+Routes: ``/clip.mp4`` (the sample clip), ``/hop?to=URL`` (302 to URL), ``/heavy-hop?to=URL&mb=N`` (302 to
+URL with an N MiB body; ``redirect_body_sent`` counts the bytes the client took), ``/secret`` (404 whose reason
 phrase, header and body hold ``SECRET``). Nothing leaves the machine.
 """
 
@@ -35,6 +36,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", urllib.parse.parse_qs(parts.query)["to"][0])
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif parts.path == "/heavy-hop":
+            query = urllib.parse.parse_qs(parts.query)
+            size = int(query["mb"][0]) << 20
+            self.send_response(302)
+            self.send_header("Location", query["to"][0])
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"x" * (1 << 16)
+            try:
+                for _ in range(size // len(chunk)):
+                    self.wfile.write(chunk)
+                    target.redirect_body_sent += len(chunk)
+            except OSError:  # the client closed the connection: it did not read the rest
+                pass
         elif parts.path == "/secret":
             self._send(404, f"Gone {SECRET}", f"body {SECRET}".encode(), "text/plain", {"X-Internal": SECRET})
         else:
@@ -65,6 +80,7 @@ class Target:
         self.connections: list = []
         self.requests: list[tuple[str, str | None]] = []
         self.sni: list[str | None] = []
+        self.redirect_body_sent = 0
         server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in host else _Server
         self.httpd = server_class((host, 0), _Handler)
         self.httpd.target = self

@@ -37,6 +37,7 @@ from vitcop_cli.batch import (
     run_batch,
 )
 from vitcop_cli.errors import InputError
+from vitcop_cli.media.video import FrameRule, load_visual
 from vitcop_cli.result import AskResult, PhaseTimes, Timings, TokenCounts, VisualInfo
 from vitcop_cli.result import MemoryReport
 from pruning.stats import PruningReport
@@ -304,6 +305,7 @@ class FakeSession:
     """``prepare`` / ``generate`` like :class:`vitcop_cli.api.Session`; answers chosen by question text."""
 
     name = "fake-model"
+    frame_rule = FrameRule()  # Qwen's: frames paired into temporal patches
 
     def __init__(self, answers: dict[str, str], fail: set[str] = frozenset()):
         self.answers, self.fail = answers, set(fail)
@@ -312,6 +314,11 @@ class FakeSession:
 
     def check_lengths(self, max_new_tokens, prompt_tokens=0):
         """A scripted model has no position limit."""
+
+    def load_visual(self, path, *, fps=None, frames=None, max_frames=768, **decoding):
+        """Decoded at source size: a scripted model has no processor to size frames for."""
+        return load_visual(path, fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames,
+                           rule=self.frame_rule)
 
     def prepare(self, visual, question, *, system=None, max_pixels=None, min_pixels=None):
         self.prepare_threads.add(threading.current_thread().name)
@@ -333,7 +340,7 @@ class FakeSession:
                               width=v.width, height=v.height),
             tokens=TokenCounts(prompt=n + 20, visual=n, generated=1),
             timings=Timings(model_load_s=None, video_decode_s=video_decode_s, preprocess_s=0.01, vision_encoder_s=0.0,
-                            prefill_s=0.0, ttft_s=0.0, decode_s=0.0, decode_tokens_per_s=None, pruning_s=0.0,
+                            prefill_s=0.0, ttft_s=0.0, model_ttft_s=0.0, decode_s=0.0, decode_tokens_per_s=None, pruning_s=0.0,
                             total_s=video_decode_s + 0.01,
                             phases=PhaseTimes(video_decode_s=video_decode_s, preprocess_s=0.01, generate_setup_s=0.0,
                                               vision_encoder_s=0.0, pre_llm_s=0.0, llm_layers_s=0.0, pruning_s=0.0,
@@ -403,7 +410,7 @@ def test_generation_failures_are_recorded_and_the_batch_goes_on(tmp_path, good_c
     errors = [r["error"] for r in recs if r["error"]]
     assert errors == ["RuntimeError: boom on Q2 second line"] * 3
     assert [list(r)[:2] for r in recs] == [["id", "schema"]] * 6  # results and errors alike
-    assert {r["schema"] for r in recs} == {"vitcop.batch/1"}
+    assert {r["schema"] for r in recs} == {"vitcop.batch/2"}
     for r in recs:
         if r["error"]:
             assert all(r[f] is None for f in ASK_FIELDS if f not in ("model", "preset", "method", "question"))

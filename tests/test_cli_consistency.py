@@ -175,7 +175,7 @@ def test_help_documents_env_vars_completion_and_shows_no_bool_or_cut_defaults():
 
 def test_readme_documents_completion_env_and_schema():
     for needle in ("--install-completion", "VITCOP_MODEL", "VITCOP_PRESET", "VITCOP_DEVICE", "python -m vitcop_cli",
-                   '"schema": "vitcop.ask/1"', "--index-url https://download.pytorch.org/whl/cpu", "hf download"):
+                   '"schema": "vitcop.ask/2"', "--index-url https://download.pytorch.org/whl/cpu", "hf download"):
         assert needle in README, needle
 
 
@@ -213,7 +213,7 @@ def test_seed_makes_sampling_repeat_and_is_recorded(sampled):
     (a, b, c), _ = sampled
     assert a["seed"] == b["seed"] == 7 and c["seed"] == 8
     assert a["generated_ids"] == b["generated_ids"]
-    assert a["schema"] == "vitcop.ask/1" and list(a)[0] == "schema"
+    assert a["schema"] == "vitcop.ask/2" and list(a)[0] == "schema"
 
 
 def test_question_from_stdin_and_frame_adjustment_warning(sampled):
@@ -302,7 +302,7 @@ def test_profile_marks_rows_that_missed_their_ratio(fastv_profile):
     from vitcop_cli.profile.view import render_profile
 
     result = fastv_profile
-    assert result.to_dict()["schema"] == "vitcop.profile/1"
+    assert result.to_dict()["schema"] == "vitcop.profile/2"
     assert (result.temperature, result.seed) == (1.0, 11)
     assert all(r.answers_consistent for r in result.rows)  # seeded: every run samples the same way
     flagged = {(r.method, r.preset) for r in result.rows if r.ratio_warning}
@@ -432,7 +432,7 @@ def test_readme_documents_exactly_the_profile_json_fields():
     from vitcop_cli.profile.run import SCHEMA, ProfileResult
 
     d = _dummy(ProfileResult).to_dict()
-    assert d["schema"] == SCHEMA == "vitcop.profile/1" and list(d)[0] == "schema"
+    assert d["schema"] == SCHEMA == "vitcop.profile/2" and list(d)[0] == "schema"
     assert d["rows"] and isinstance(d["rows"][0]["prefill_s"], dict)  # the nested objects were built
     real, documented = set(_paths(d)), set(_table("profile-json-fields"))
     assert real == documented, _differ(real, documented)
@@ -461,7 +461,7 @@ def test_readme_documents_exactly_the_batch_line_fields(batch_run):
     failed = [r for r in lines if r["error"] is not None]
     assert ok and failed, "the run has both kinds of line"
     for rec in ok:
-        assert list(rec)[0] == "id" and rec["schema"] == "vitcop.batch/1"
+        assert list(rec)[0] == "id" and rec["schema"] == "vitcop.batch/2"
         real = set(_paths(rec))
         assert real == documented, _differ(real, documented)
     keys = {"id", "schema", "video", "question", "prompt", "options", "expected", "model", "preset", "method", "error"}

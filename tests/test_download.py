@@ -8,6 +8,7 @@ import socket
 import stat
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -140,8 +141,9 @@ def test_messages_never_show_credentials(server, tmp_path):
     url = server.replace("http://", "http://user:s3cret@") + "/missing.mp4"
     with pytest.raises(InputError) as info:
         fetch(url, cache_dir=tmp_path)
-    assert "s3cret" not in str(info.value) and "user" not in str(info.value)
+    assert "s3cret" not in str(info.value) and "user:s3cret" not in str(info.value)
     assert str(info.value).startswith(f"cannot download {server}/missing.mp4: ")
+    assert "URLs with credentials (user:password@) are not supported" in str(info.value)  # refused, not sent
 
 
 def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
@@ -170,3 +172,24 @@ def test_ask_takes_a_url(server, tmp_path, tiny_models, monkeypatch):
                                    str(tiny_models["qwen2_vl"]), "--offline"])
     assert bad.exit_code == 2
     assert bad.stderr.strip().splitlines() == [f"error: cannot download {server}/missing.mp4: HTTP 404 Not Found"]
+
+
+@pytest.mark.parametrize("guarded", [False, True], ids=["cli", "serve"])
+def test_a_redirects_body_is_never_read(target, tmp_path, guarded):
+    """urllib reads a redirect's whole body into memory before following it, with no cap (issue 25, item 6): a
+    64 MiB redirect body against a 1 MiB cap. vitcop closes it unread, so the download costs only the clip."""
+    import tracemalloc
+
+    from vitcop_cli.media.netguard import MediaHostGuard
+
+    guard = MediaHostGuard(allow_private=True) if guarded else None
+    hop = target.url("/heavy-hop?mb=64&to=" + urllib.parse.quote(target.url(), safe=""))
+    tracemalloc.start()
+    try:
+        path = fetch(hop, cache_dir=tmp_path, max_bytes=1 << 20, guard=guard)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert path.read_bytes() == CLIP_BYTES
+    assert peak < 4 << 20, f"peak {peak / 2**20:.1f} MiB traced while downloading"
+    assert target.redirect_body_sent < 32 << 20  # what the socket buffers took before the client closed

@@ -7,7 +7,7 @@ random checkpoint, kept minimal (4 frames, 2 new tokens, one measured profile ru
 
 Contract checked:
 
-- ``profile --presets none,1_9 --json``: exit 0; one JSON object of schema ``vitcop.profile/1``
+- ``profile --presets none,1_9 --json``: exit 0; one JSON object of schema ``vitcop.profile/2``
   whose fields and types equal the profile suite's schema, carrying the family's ``model_type``;
   the baseline row is unpruned (N = V = Rs = Rd) and every pruned row prunes at every stage
   (N > V > Rs > Rd >= 1).
@@ -63,7 +63,7 @@ def test_profile_runs_on_the_family(tiny_models, family):
     assert "Traceback" not in result.stderr
     d = json.loads(result.stdout)  # all of stdout is one JSON object
     check_schema(d, PROFILE_SCHEMA)
-    assert d["schema"] == "vitcop.profile/1"
+    assert d["schema"] == "vitcop.profile/2"
     assert (d["model"], d["model_type"], d["kind"], d["frames"]) == (str(model), family, "video", FRAMES)
     assert d["presets"] == ["none", "1_9"] and (d["repeat"], d["warmup"]) == (1, 0)
 

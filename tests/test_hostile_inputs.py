@@ -303,9 +303,9 @@ def test_preset_whose_layers_do_not_fit_is_exit_2_up_front(tmp_path, tiny_models
         raise AssertionError("the preset must be refused before any clip is decoded")
 
     monkeypatch.setattr(video, "load_visual", no_decoding)
-    import vitcop_cli.session.session as session_module  # Session.ask decodes through this name
+    import vitcop_cli.session.ingest as ingest  # Session.ask decodes through this name
 
-    monkeypatch.setattr(session_module, "load_visual", no_decoding)
+    monkeypatch.setattr(ingest, "load_visual", no_decoding)
     model = tiny_models["qwen2_vl"]
     assert_one_line_failure(_ask(model, "--preset", path), 2, "shallow_layer (100)", "8 decoder layer")
     result = invoke("profile", CLIP, "--model", model, "--offline", "--preset", f"none,{path}", "--repeat", "1")

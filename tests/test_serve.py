@@ -298,15 +298,13 @@ def test_multi_turn_chat_goes_through_the_chat_template(server, reference, media
         {"role": "user", "content": "And then?"},
     ]
     out = server.client().chat.completions.create(model=model_id(server), messages=messages, max_tokens=MAX_NEW)
-    from vitcop_cli.media.video import load_visual
-
     hf = [
         {"role": "system", "content": [{"type": "text", "text": "You are terse."}]},
         {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]},
         {"role": "assistant", "content": [{"type": "text", "text": "A square moves."}]},
         {"role": "user", "content": [{"type": "text", "text": "And then?"}]},
     ]
-    prepared = session.prepare_chat(load_visual(CLIP, frames=FRAMES), hf)
+    prepared = session.prepare_chat(session.load_visual(CLIP, frames=FRAMES), hf)  # decoded as the server does
     expected = session.generate(prepared, preset="1_3", max_new_tokens=MAX_NEW)
     assert out.choices[0].message.content == expected.answer
     vitcop = out.model_extra["vitcop"]

@@ -426,6 +426,14 @@ class _FakeSession:
         self.jobs: list = []
         self.processor = SimpleNamespace(tokenizer=SimpleNamespace(decode=lambda ids, **k: " ".join(map(str, ids))))
         self.model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
+        from vitcop_cli.media.video import FrameRule
+
+        self.frame_rule = FrameRule()
+
+    def load_visual(self, path, *, fps=None, frames=None, max_frames=768, **decoding):
+        from vitcop_cli.media.video import load_visual
+
+        return load_visual(path, fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames)
 
     def prepare_chat(self, visual, messages, *, max_pixels=None, min_pixels=None):
         from vitcop_cli.api import Prepared
@@ -449,7 +457,7 @@ class _FakeSession:
             self.states_seen = {job.request.messages[-1]["content"][-1]["text"]: job.state for job in self.jobs}
         return SimpleNamespace(
             generated_ids=[1, 2], tokens=SimpleNamespace(visual=5), pruning=None,
-            timings=SimpleNamespace(ttft_s=0.01, prefill_s=0.005),
+            timings=SimpleNamespace(ttft_s=0.01, model_ttft_s=0.01, prefill_s=0.005),
         )
 
 

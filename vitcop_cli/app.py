@@ -62,7 +62,8 @@ def _main(
 def ask(
     video: str = typer.Argument(
         ..., metavar="VIDEO",
-        help="A video (mp4, mkv, webm, avi, mov, ...) or image (jpg, png, webp) file, or an http(s):// URL.",
+        help="A video (mp4, mkv, webm, avi, mov, ...) or image (jpg, png, webp) file, or an http(s):// URL "
+        "(no user:password@). Images up to 50 megapixels; images and frames up to a 200:1 aspect ratio.",
     ),
     question: str = typer.Argument(..., metavar="QUESTION", help="The question to ask about it; - reads it from stdin."),
     model: o.Model = o.DEFAULT_MODEL,
@@ -81,6 +82,9 @@ def ask(
     device: o.Device = "auto",
     dtype: o.Dtype = "auto",
     attn: o.Attn = "auto",
+    resize: o.Resize = "fast",
+    decoder: o.Decoder = "decord",
+    decode_device: o.DecodeDevice = "cpu",
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Stream the answer as it is generated."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object (answer + full report) on stdout."),
     offline: o.Offline = False,
@@ -104,7 +108,7 @@ def ask(
             options.check_run_options(  # fail fast (no torch imported yet), before loading a model
                 [preset], [method], fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
                 min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                seed=seed, system=system,
+                seed=seed, system=system, resize=resize, decoder=decoder, decode_device=decode_device,
             )
             check_local_media(video)
             offline = check_model(model, offline)
@@ -121,6 +125,7 @@ def ask(
                 media, question, preset=preset, method=method, fps=fps, frames=frames, max_frames=max_frames,
                 max_pixels=max_pixels, min_pixels=min_pixels, system=system, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, on_text=_write_stdout if streaming else None, seed=seed,
+                resize=resize, decoder=decoder, decode_device=decode_device,
             )
             result.timings.startup_s = startup_s
             if json_out:

@@ -10,8 +10,11 @@ and ``profile`` all call it before loading a model. It never imports torch or tr
 so a bad option fails in a fraction of a second.
 
 Every float option must be finite (``nan`` / ``inf`` are refused, in the library too: ``Session``
-calls :func:`check_generation_options` and :func:`check_frame_options`). :func:`check_text` bounds
-a question or system prompt at :data:`MAX_TEXT_CHARS` characters before anything tokenises it;
+calls :func:`check_generation_options` and :func:`check_frame_options`). A positive temperature must be
+at least :data:`MIN_TEMPERATURE` (logits divided by a smaller one overflow and sampling fails; 0 is greedy).
+:func:`check_text` bounds a question or system prompt at :data:`MAX_TEXT_CHARS` characters and refuses
+a lone surrogate (text that is not valid Unicode, e.g. undecodable bytes on the command line) before
+anything tokenises it;
 the model-derived bound (prompt tokens + ``max_new_tokens`` <= the model's maximum positions) is
 checked by ``Session``. :func:`check_seed` bounds ``--seed`` to what torch accepts.
 """
@@ -19,25 +22,47 @@ checked by ``Session``. :func:`check_seed` bounds ``--seed`` to what torch accep
 from __future__ import annotations
 
 import math
+import re
 from typing import Iterable, Sequence
 
 from .errors import InputError
 
 __all__ = [
-    "MAX_TEXT_CHARS", "SEED_MAX", "check_finite", "check_frame_options", "check_generation_options", "check_run_options",
-    "check_seed", "check_text", "unique_names",
+    "MAX_TEXT_CHARS", "MIN_TEMPERATURE", "SEED_MAX", "check_finite", "check_frame_options", "check_generation_options",
+    "check_decoding", "check_run_options", "check_seed", "check_text", "unique_names",
 ]
 
 MAX_TEXT_CHARS = 1_000_000  # a question / system prompt longer than this is refused before tokenising
 SEED_MAX = 2**63 - 1
+# The smallest positive temperature: logits / temperature must stay finite in float32 (generate samples in
+# float32, and they overflow near 1e-38); 1e-6 leaves a margin of 1e32 over any real logit, and sampling that
+# cold is greedy anyway. ``vitcop serve`` uses the same floor.
+MIN_TEMPERATURE = 1e-6
 
 
 def check_text(text: str | None, what: str = "the question", limit: int = MAX_TEXT_CHARS) -> None:
-    """InputError when ``text`` is longer than ``limit`` characters (``None`` passes)."""
-    if text is not None and len(text) > limit:
+    """InputError when ``text`` is longer than ``limit`` characters or holds a lone surrogate (``None`` passes)."""
+    if text is None:
+        return
+    if len(text) > limit:
         raise InputError(
             f"{what} is {len(text):,} characters long; the limit is {limit:,} (and the model's context)"
         )
+    at = _surrogate_at(text)
+    if at is not None:
+        raise InputError(
+            f"{what} is not valid Unicode: a lone surrogate {ascii(text[at])} at character {at + 1} "
+            "(undecodable bytes?); give UTF-8 text"
+        )
+
+
+def _surrogate_at(text: str) -> int | None:
+    """Index of the first lone surrogate (U+D800..U+DFFF) in ``text``, or ``None``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def check_seed(seed: int | None, option: str = "--seed") -> None:
@@ -79,6 +104,9 @@ def check_run_options(
     top_p: float | None = None,
     seed: int | None = None,
     system: str | None = None,
+    resize: str = "fast",
+    decoder: str | None = None,
+    decode_device: str = "cpu",
 ) -> tuple[list, list[str]]:
     """(loaded presets, methods), de-duplicated in order; :class:`InputError` for any bad option."""
     from pruning.presets import PresetError, load_preset
@@ -104,6 +132,7 @@ def check_run_options(
         if m not in METHODS:
             raise InputError(f"unknown pruning method {m!r}; choose one of {', '.join(METHODS)}")
     check_frame_options(fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels)
+    check_decoding(resize, decoder, decode_device)
     check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     check_seed(seed)
     check_text(system, "--system")
@@ -144,7 +173,32 @@ def check_generation_options(*, max_new_tokens: int = 256, temperature: float = 
         raise InputError("--max-new-tokens must be at least 1")
     if temperature < 0:
         raise InputError("--temperature must be >= 0 (0 = greedy)")
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise InputError(
+            f"--temperature {temperature:g} is too small to sample with (logits / temperature overflow); "
+            f"give 0 for greedy decoding or at least {MIN_TEMPERATURE:g}"
+        )
     if top_p is not None and not 0 < top_p <= 1:
         raise InputError("--top-p must be in (0, 1]")
     if top_p is not None and temperature == 0:
         raise InputError("--top-p needs --temperature > 0 (temperature 0 is greedy decoding)")
+
+
+#: ``--resize``: the decoder scales each frame (fast) or the processor's own resize does, chunk by chunk (exact)
+RESIZE_MODES = ("fast", "exact")
+
+
+def check_decoding(resize: str = "fast", decoder: str | None = None, decode_device: str = "cpu") -> None:
+    """InputError for a ``--resize`` / ``--decoder`` / ``--decode-device`` that cannot be used (no decoding
+    library is imported: whether an installed backend works is told when it opens, by
+    :func:`vitcop_cli.media.decoders.get`)."""
+    from .media.decoders import DECODERS
+
+    if resize not in RESIZE_MODES:
+        raise InputError(f"--resize must be one of {', '.join(RESIZE_MODES)} (got {str(resize)[:40]!r})")
+    if decoder is not None and decoder not in DECODERS:
+        raise InputError(f"--decoder must be one of {', '.join(DECODERS)} (got {str(decoder)[:40]!r})")
+    if not re.fullmatch(r"cpu|cuda(:\d{1,3})?", str(decode_device)):
+        raise InputError(f"--decode-device must be cpu, cuda or cuda:N (got {str(decode_device)[:40]!r})")
+    if decode_device != "cpu" and decoder != "torchcodec":
+        raise InputError("--decode-device cuda decodes with NVDEC, which only --decoder torchcodec offers")

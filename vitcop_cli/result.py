@@ -2,7 +2,7 @@
 
 Units: seconds for ``*_s``, bytes for ``*_bytes``, FLOPs as floats. ``None`` means "not measured
 here" (e.g. CUDA memory on a CPU run), never zero. ``to_dict()`` starts with ``"schema":
-"vitcop.ask/1"`` (:data:`SCHEMA`); the number changes when a field changes meaning or goes away.
+"vitcop.ask/2"`` (:data:`SCHEMA`); the number changes when a field changes meaning or goes away.
 Every field is documented in README.md's JSON table; :func:`json_fields` lists them as dotted
 paths and a test keeps the two equal.
 """
@@ -17,7 +17,7 @@ from pruning.stats import PruningReport
 
 from .phase_times import PhaseTimes
 
-SCHEMA = "vitcop.ask/1"
+SCHEMA = "vitcop.ask/2"  # /2: ttft_s includes video decode and preprocess (was model_ttft_s)
 
 
 @dataclass
@@ -32,7 +32,7 @@ class MemoryReport:
 class VisualInfo:
     path: str
     kind: str  # "video" or "image"
-    frames: int  # frames handed to the processor (1 for an image)
+    frames: int  # frames decoded and handed to the processor (1 for an image; a repeat to fill a patch not counted)
     sampling_fps: float | None  # frames used per second of clip
     source_fps: float | None
     duration_s: float | None
@@ -56,7 +56,8 @@ class Timings:
     preprocess_s: float
     vision_encoder_s: float
     prefill_s: float  # LLM prefill (first forward minus the vision encoder), pruning included
-    ttft_s: float  # generate() start to the end of the first forward: encoder + prefill
+    ttft_s: float  # the wait a user sees: question start to the first token = decode + preprocess + model_ttft_s
+    model_ttft_s: float  # generate() start to the end of the first forward: encoder + prefill
     decode_s: float
     decode_tokens_per_s: float | None
     pruning_s: float  # time spent inside the pruning hooks (part of the encoder/prefill times)

@@ -23,6 +23,7 @@ Contract (lmms-eval 0.7.x "simple" model; registered by :mod:`vitcop_eval.manife
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import time
@@ -125,7 +126,11 @@ class VitcopLMM(lmms):
         doc = self.task_dict[task][split][doc_id]
         started = time.perf_counter()
         visual = to_visual(
-            doc_to_visual(doc), fps=self.args.fps, frames=settings.frames, max_frames=self.args.max_frames
+            doc_to_visual(doc), fps=self.args.fps, frames=settings.frames, max_frames=self.args.max_frames,
+            loader=functools.partial(
+                self.session.load_visual, max_pixels=self.args.max_pixels, min_pixels=self.args.min_pixels,
+                resize=self.args.resize, decoder=self.args.decoder, decode_device=self.args.decode_device,
+            ),
         )
         decode_s = time.perf_counter() - started
         prepared = self.session.prepare(

@@ -63,6 +63,9 @@ class ModelArgs:
     system: str | None = None
     offline: bool = False
     batch_size: int = 1
+    resize: str = "exact"  # the reference preprocessing (published numbers); resize=fast lets the decoder scale
+    decoder: str = "decord"
+    decode_device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,13 @@ def _as_number(name: str) -> float | None:
 
 
 _INT_ARGS = ("max_frames", "max_pixels", "min_pixels", "max_new_tokens")
-_STR_ARGS = ("pretrained", "method", "device", "dtype", "attn", "system")
+_STR_ARGS = ("pretrained", "method", "device", "dtype", "attn", "system", "resize", "decoder", "decode_device")
 
 
 def parse_model_args(**kwargs) -> ModelArgs:
     """Validated :class:`ModelArgs` from lmms-eval's keyword arguments (see the module docstring)."""
     from vitcop_cli import api
-    from vitcop_cli.options import check_frame_options, check_generation_options
+    from vitcop_cli.options import check_decoding, check_frame_options, check_generation_options
 
     known = set(ModelArgs.__dataclass_fields__) | {"max_batch_size"}
     unknown = sorted(set(kwargs) - known)
@@ -146,6 +149,7 @@ def parse_model_args(**kwargs) -> ModelArgs:
     api.check_method(args.method)
     check_frame_options(fps=args.fps, max_frames=args.max_frames, max_pixels=args.max_pixels, min_pixels=args.min_pixels)
     check_generation_options(max_new_tokens=args.max_new_tokens)
+    check_decoding(args.resize, args.decoder, args.decode_device)
     return args
 
 
@@ -172,7 +176,7 @@ def _number(key: str, value) -> float:
 
 def generation_settings(gen_kwargs: dict | None, defaults: ModelArgs) -> GenerationSettings:
     """:class:`GenerationSettings` for one request (see the module docstring)."""
-    from vitcop_cli.options import check_generation_options
+    from vitcop_cli.options import check_finite, check_generation_options
 
     gen = dict(gen_kwargs or {})
     beams = gen.get("num_beams")
@@ -181,12 +185,12 @@ def generation_settings(gen_kwargs: dict | None, defaults: ModelArgs) -> Generat
     max_new = gen.get("max_new_tokens")
     max_new_tokens = defaults.max_new_tokens if max_new is None else _integer("max_new_tokens", max_new)
     temperature = 0.0 if gen.get("temperature") is None else _number("temperature", gen["temperature"])
-    check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature)  # finite, >= 0
+    check_finite("--temperature", temperature)  # nan would pass every comparison below
     sampling = bool(gen.get("do_sample", temperature > 0)) and temperature > 0
     top_p = gen.get("top_p")
     top_p = _number("top_p", top_p) if sampling and top_p is not None else None
     if not sampling:
-        temperature = 0.0
+        temperature = min(temperature, 0.0)  # greedy whatever temperature is named; a negative one is refused
     check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     until = gen.get("until")
     if until is None:

@@ -24,8 +24,9 @@ from vitcop_cli.media.video import Visual, image_visual, load_visual
 __all__ = ["to_visual"]
 
 
-def to_visual(raw, *, fps: float | None, frames: int | None, max_frames: int) -> Visual:
-    """One :class:`Visual` from ``doc_to_visual``'s return value (see the module docstring)."""
+def to_visual(raw, *, fps: float | None, frames: int | None, max_frames: int, loader=load_visual) -> Visual:
+    """One :class:`Visual` from ``doc_to_visual``'s return value (see the module docstring). ``loader``: how a
+    path is decoded (the model passes its ``Session.load_visual``, sized for the model)."""
     items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
     items = [x for x in items if x is not None]
     if len(items) != 1:
@@ -36,8 +37,8 @@ def to_visual(raw, *, fps: float | None, frames: int | None, max_frames: int) ->
     item = items[0]
     if isinstance(item, (str, os.PathLike)):
         if frames is not None:
-            return load_visual(item, frames=frames, max_frames=max_frames)
-        return load_visual(item, fps=2.0 if fps is None else fps, max_frames=max_frames)
+            return loader(item, frames=frames, max_frames=max_frames)
+        return loader(item, fps=2.0 if fps is None else fps, max_frames=max_frames)
     if _is_pil_image(item):
         return image_visual(item.convert("RGB"), getattr(item, "filename", "") or "<in-memory image>")
     raise InputError(

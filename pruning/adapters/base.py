@@ -145,6 +145,25 @@ class FamilyAdapter:
             vocab=cfg.vocab_size,
         )
 
+    # ---- how frames are grouped (sampling follows the family) ------------------------------
+    def frames_per_patch(self) -> int:
+        """Video frames the vision encoder takes as one unit (a temporal patch); frame counts are rounded to a
+        multiple of it. Default: the vision config's ``temporal_patch_size`` (Qwen: 2), else 1 (a frame each)."""
+        vision = getattr(self.model.config, "vision_config", None)
+        return int(getattr(vision, "temporal_patch_size", None) or 1)
+
+    def frame_rounding_reason(self) -> str:
+        """Why a frame count is rounded (shown in the ``--frames`` warning); "" when it never is."""
+        n = self.frames_per_patch()
+        if n == 1:
+            return ""
+        return "frames are paired into temporal patches" if n == 2 else f"frames are grouped {n} to a temporal patch"
+
+    def min_video_frames(self) -> int:
+        """Fewest frames the family's video processor accepts; a shorter video gets its last frame repeated up to
+        it (:func:`pad_video_frames`). Default 1: the processor pads a partial temporal patch itself."""
+        return 1
+
     def visual_token_ids(self) -> dict[str, int]:
         """{"image": id, "video": id} of the placeholder tokens the processor expands."""
         raise NotImplementedError

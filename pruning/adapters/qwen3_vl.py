@@ -65,6 +65,11 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
             shape = LMShape(**{**shape.__dict__, "intermediate": experts * cfg.moe_intermediate_size})
         return shape
 
+    def min_video_frames(self) -> int:
+        """Qwen3-VL's (and Qwen3.5's) video processor refuses fewer frames than one temporal patch (Qwen2-VL's pads
+        a short video itself), so a 1-frame video is given its frame twice."""
+        return self.frames_per_patch()
+
     def processor_kwargs(self, processor, kind, *, max_pixels, min_pixels, visual=None):
         """Qwen2-VL's kwargs, plus the video's real metadata: Qwen3-VL writes each temporal patch's time
         (``<t seconds>``) into the prompt from the source fps and the sampled frame indices.

@@ -26,10 +26,12 @@ from ..errors import InputError, VitcopError
 def batch_cmd(
     ctx: typer.Context,
     input: Path = typer.Argument(  # noqa: A002 - named for the usage line
-        ..., help="A folder (searched recursively for videos and images) or a JSONL questions file."
+        ..., help="A folder (searched recursively for videos and images) or a JSONL questions file. "
+        "Images up to 50 megapixels, aspect ratios up to 200:1 (else that item's error line)."
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="JSONL file the results go to; run again with the same --out to resume."
+        ..., "--out", "-o",
+        help="JSONL file the results go to; run again with the same --out to resume. A symbolic link is followed.",
     ),
     question: Optional[list[str]] = typer.Option(
         None, "--question", "-q", metavar="TEXT",
@@ -51,6 +53,9 @@ def batch_cmd(
     device: o.Device = "auto",
     dtype: o.Dtype = "auto",
     attn: o.Attn = "auto",
+    resize: o.Resize = "fast",
+    decoder: o.Decoder = "decord",
+    decode_device: o.DecodeDevice = "cpu",
     prefetch: bool = typer.Option(
         True, "--prefetch/--no-prefetch", help="Decode and preprocess the next clip while the current one generates."
     ),
@@ -94,7 +99,8 @@ def batch_cmd(
         if not input.exists():
             raise InputError(f"input not found: {input}; give a folder or a JSONL questions file")
         run_options = dict(fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
-                           max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+                           max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, resize=resize,
+                           decoder=decoder, decode_device=decode_device)
         # before torch is imported: bad options, inputs and --out fail in a second
         loaded, method_list, _ = check_request(presets.split(","), methods.split(","), out, input, **run_options)
         inputs = _read_inputs(input, question)
@@ -113,7 +119,7 @@ def batch_cmd(
                 presets=presets.split(","), methods=method_list, fps=fps, frames=frames, max_frames=max_frames,
                 max_pixels=max_pixels, min_pixels=min_pixels, system=system, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, seed=seed, prefetch=prefetch, retry_failed=not skip_failed,
-                dist=dctx, lock=lock,
+                dist=dctx, lock=lock, resize=resize, decoder=decoder, decode_device=decode_device,
             )
             load = dict(model=model, device=device, dtype=dtype, attn=attn, offline=offline)
             summary = _run(inputs, out, loaded, load, options, dctx, json_out=json_out, debug=debug)

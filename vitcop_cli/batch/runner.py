@@ -138,8 +138,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 _ASK_FIELDS = [f.name for f in dataclasses.fields(AskResult)]
-#: every output line, result or error, carries this (the ``ask --json`` fields it embeds are vitcop.ask/1's)
-SCHEMA = "vitcop.batch/1"
+#: every output line, result or error, carries this (the ``ask --json`` fields it embeds are vitcop.ask/2's)
+SCHEMA = "vitcop.batch/2"  # /2: the embedded timings.ttft_s includes video decode and preprocess
 
 
 def _record(item: BatchItem, model: str, preset: str, method: str, result: AskResult | None, error: str | None) -> dict:
@@ -265,8 +265,6 @@ class _Clips:
         self.cache: dict = {}
 
     def __call__(self, entry):
-        from ..media.video import load_visual
-
         item = entry.item
         if self.cache.get("video") == item.video:
             visual, decode_s, failure = self.cache["visual"], 0.0, self.cache["failure"]
@@ -274,7 +272,7 @@ class _Clips:
             self.cache.clear()
             t0 = time.perf_counter()
             try:
-                visual, failure = load_visual(item.video, **self.sampling), None
+                visual, failure = self.session.load_visual(item.video, **self.sampling), None
             except Exception as exc:  # noqa: BLE001
                 visual, failure = None, exc
             decode_s = time.perf_counter() - t0
@@ -283,7 +281,7 @@ class _Clips:
         if failure is not None:
             raise failure
         prepared = self.session.prepare(visual, item.prompt, **self.prepare_options)
-        prepared.visual = dataclasses.replace(visual, frames=None)  # the processor's tensors are all we need
+        prepared.visual = dataclasses.replace(visual, frames=None, processed=None)  # the inputs are all we need
         if self.next_video.get(id(item)) != item.video:
             self.cache.clear()
         return prepared, decode_s
@@ -424,6 +422,9 @@ def run_batch(
     on_progress: Callable[[BatchProgress], None] | None = None,
     dist=None,
     lock: OutLock | None = None,
+    resize: str = "fast",
+    decoder: str | None = None,
+    decode_device: str = "cpu",
 ) -> BatchSummary:
     """Run every item under every (method, preset) on ``session``; results end up in ``out_path``.
 
@@ -431,7 +432,8 @@ def run_batch(
     does not fit the model, a ``max_new_tokens`` over its maximum positions) raise :class:`InputError`
     before the output is touched; a failing clip or generation becomes an ``error`` line and the
     batch goes on; failing to write raises :class:`RuntimeFailure`; an interruption raises
-    :class:`BatchInterrupted`. ``dist`` is the :class:`~.dist.DistContext` of a torchrun job (``None``: this process does everything).
+    :class:`BatchInterrupted`. ``resize`` / ``decoder`` / ``decode_device``: how clips are decoded
+    (``Session.load_visual``). ``dist`` is the :class:`~.dist.DistContext` of a torchrun job (``None``: this process does everything).
     ``lock``: an :class:`OutLock` already held on ``out_path`` (else rank 0 takes one).
 
     Steps: check (:func:`.request.check_request`, the presets against the model, the lengths), recover what
@@ -440,7 +442,8 @@ def run_batch(
     started = time.perf_counter()
     loaded, method_list, out = check_request(
         presets, methods, out_path, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
-        min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, resize=resize,
+        decoder=decoder, decode_device=decode_device,
     )
     check_presets_fit(session, loaded)
     session.check_lengths(max_new_tokens)  # max_new_tokens alone over the positions: once, up front
@@ -456,8 +459,9 @@ def run_batch(
         mine = shares(run.plan.pending, run.world, frames=frames, max_frames=max_frames)[run.rank]
         total = sum(len(x.todo) for x in run.plan.pending)
         run.tracker = _Tracker(dist, total, run.plan.skipped, run.plan.skipped_failed, started, on_progress)
-        clips = _Clips(session, mine, dict(fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames),
-                       dict(system=system, max_pixels=max_pixels, min_pixels=min_pixels))
+        sizes = dict(max_pixels=max_pixels, min_pixels=min_pixels)
+        clips = _Clips(session, mine, dict(fps=fps, frames=frames, max_frames=max_frames, resize=resize, decoder=decoder,
+                                           decode_device=decode_device, **sizes), dict(system=system, **sizes))
         return run.execute(mine, clips)
     finally:
         if own_lock and held[0] is not None:

@@ -69,7 +69,7 @@ MaxFrames = Annotated[int, typer.Option("--max-frames", help="Upper bound on sam
 MaxPixels = Annotated[Optional[int], typer.Option("--max-pixels", help="Per-frame pixel cap (Qwen2-VL).")]
 MinPixels = Annotated[Optional[int], typer.Option("--min-pixels", help="Per-frame pixel floor (Qwen2-VL).")]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest answer, in tokens.")]
-Temperature = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic).")]
+Temperature = Annotated[float, typer.Option("--temperature", help="0 = greedy (deterministic); else at least 1e-6.")]
 TopP = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling (with --temperature > 0).")]
 System = Annotated[Optional[str], typer.Option("--system", help="System prompt.")]
 Device = Annotated[
@@ -84,6 +84,26 @@ Attn = Annotated[
         "--attn", help="auto (flash_attention_2 if installed on CUDA, else sdpa), sdpa, eager, flash_attention_2."
     ),
 ]
+Resize = Annotated[
+    str,
+    typer.Option(
+        "--resize",
+        help="fast: the decoder scales each sampled frame straight to the size the model's processor uses; "
+        "exact: frames decoded at source size in bounded chunks and resized by the processor's own resize "
+        "(pixel values bit-identical to the reference preprocessing). Both hold a bounded chunk of source-size "
+        "frames, never the clip.",
+    ),
+]
+Decoder = Annotated[
+    str,
+    typer.Option(
+        "--decoder",
+        help="Video decoder: decord; torchcodec (pip install 'vitcop\\[torchcodec]' and FFmpeg's libraries); pyav.",
+    ),
+]
+DecodeDevice = Annotated[
+    str, typer.Option("--decode-device", help="Where clips are decoded: cpu, or cuda (NVDEC; --decoder torchcodec).")
+]
 Offline = Annotated[
     bool,
     typer.Option("--offline", metavar="", help="Never download: local files / cache only (also HF_HUB_OFFLINE=1)."),
@@ -92,7 +112,7 @@ Debug = Annotated[bool, typer.Option("--debug", metavar="", help="Show full trac
 Json = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON object on stdout.")]
 
 __all__ = [
-    "DEFAULT_MODEL", "Attn", "Debug", "Device", "Dtype", "Fps", "Frames", "Json", "MaxFrames", "MaxNewTokens",
-    "MaxPixels", "Method", "Methods", "MinPixels", "Model", "Offline", "Preset", "Presets", "ProfilePresets", "Seed",
+    "DEFAULT_MODEL", "Attn", "Debug", "DecodeDevice", "Decoder", "Device", "Dtype", "Fps", "Frames", "Json", "MaxFrames", "MaxNewTokens",
+    "MaxPixels", "Method", "Methods", "MinPixels", "Model", "Offline", "Preset", "Presets", "ProfilePresets", "Resize", "Seed",
     "System", "Temperature", "TopP",
 ]

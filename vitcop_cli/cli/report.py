@@ -107,7 +107,7 @@ def render(result: "AskResult", console: Console) -> None:
     table.add_row("preprocess", _s(t.preprocess_s))
     table.add_row("vision encoder", _s(t.vision_encoder_s))
     table.add_row("prefill (LLM)", _s(t.prefill_s))
-    table.add_row("time to first token", _s(t.ttft_s))
+    table.add_row("time to first token", f"{_s(t.ttft_s)} (video decode + preprocess + model {_s(t.model_ttft_s)})")
     if t.phases is not None:
         table.add_row("  where it went", _phases(t.phases))
     rate = "-" if t.decode_tokens_per_s is None else f"{t.decode_tokens_per_s:.1f} tokens/s"

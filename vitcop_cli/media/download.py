@@ -14,7 +14,9 @@ Contract:
   file that looks cached.
 - ``max_bytes`` bounds the body (checked against ``Content-Length`` before reading, and while
   reading); ``timeout_s`` bounds every socket operation and the whole download.
-- Every failure (bad scheme, DNS / connection error, HTTP error status, timeout, body too large,
+- A URL with credentials (``http://user:password@host/``) is refused before anything is sent:
+  :data:`~vitcop_cli.media.netguard.CREDENTIALS_REFUSED` (download such a file yourself and pass its path).
+- Every failure (bad scheme, credentials, DNS / connection error, HTTP error status, timeout, body too large,
   truncated body, unwritable cache) raises :class:`~vitcop_cli.errors.InputError` with one line
   naming the URL (credentials removed, shortened) and the reason. A body over ``max_bytes`` raises
   its subclass :class:`DownloadTooLarge` (``.max_bytes`` the cap), so callers such as the server
@@ -45,13 +47,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..defaults import cache_home
 from ..errors import InputError
-
-if TYPE_CHECKING:
-    from .netguard import MediaHostGuard
+from .netguard import CREDENTIALS_REFUSED, MediaHostGuard, has_credentials
+from .pinned_http import UnreadRedirectBodies, guarded_opener
 
 __all__ = ["DEFAULT_MAX_BYTES", "DownloadTooLarge", "cache_path_for", "default_cache_dir", "fetch", "is_url"]
 
@@ -109,9 +109,14 @@ def fetch(
     if not is_url(url):
         raise InputError(f"not an http(s) URL: {shown(url)}")
     try:
-        urllib.parse.urlsplit(url).port  # noqa: B018 - raises ValueError for a bad port
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError as exc:
         raise InputError(f"cannot download {shown(url)}: malformed URL ({exc})") from None
+    if has_credentials(parts):
+        raise InputError(
+            f"cannot download {shown(url)}: {CREDENTIALS_REFUSED}; download the file yourself and give its path"
+        )
     if guard is not None:
         guard.check_url(url)
     folder = cache_path_for(url, cache_dir)
@@ -122,8 +127,6 @@ def fetch(
     if guard is None:
         opener, why = urllib.request.build_opener(_SafeRedirect()), _reason
     else:
-        from .pinned_http import guarded_opener
-
         opener, why = guarded_opener(guard), _quiet_reason
     request = urllib.request.Request(url, headers={"User-Agent": "vitcop", "Accept-Encoding": "identity"})
     try:
@@ -159,12 +162,15 @@ def fetch(
 
 
 # ---- helpers -------------------------------------------------------------------------------
-class _SafeRedirect(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only to http(s) (urllib would also follow one to ftp://)."""
+class _SafeRedirect(UnreadRedirectBodies):
+    """Follow redirects only to http(s) (urllib would also follow one to ftp://), never to a URL with credentials."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if urllib.parse.urlsplit(newurl).scheme.lower() not in _SCHEMES:
+        parts = urllib.parse.urlsplit(newurl)
+        if parts.scheme.lower() not in _SCHEMES:
             raise urllib.error.URLError(f"redirected to a non-http(s) URL ({shown(newurl, 60)})")
+        if has_credentials(parts):
+            raise urllib.error.URLError(f"redirected to {shown(newurl, 60)}: {CREDENTIALS_REFUSED}")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 

@@ -22,7 +22,7 @@ import urllib.request
 
 from .netguard import MediaHostGuard, MediaHostRefused
 
-__all__ = ["guarded_opener"]
+__all__ = ["UnreadRedirectBodies", "guarded_opener"]
 
 
 def _connect(infos: list[tuple], timeout, source_address) -> socket.socket:
@@ -84,7 +84,35 @@ class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_factory(_PinnedHTTPSConnection, self._guard), req, context=self._context)
 
 
-class _GuardedRedirect(urllib.request.HTTPRedirectHandler):
+class _Unread:
+    """A redirect response's body, closed unread. urllib reads the whole body of a redirect into memory before
+    following it (to reuse the connection), with no cap: a hostile server could send gigabytes there. No byte of
+    it is needed, so none is read; every byte vitcop does read counts against the download's cap."""
+
+    def __init__(self, fp):
+        self._fp = fp
+
+    def read(self, *args) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        self._fp.close()
+
+    def __getattr__(self, name):
+        return getattr(self._fp, name)
+
+
+class UnreadRedirectBodies(urllib.request.HTTPRedirectHandler):
+    """A redirect handler that never reads a redirect's body (:class:`_Unread`); the CLI's and the guarded
+    opener's redirect handlers both build on it."""
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        return super().http_error_302(req, _Unread(fp), code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+class _GuardedRedirect(UnreadRedirectBodies):
     def __init__(self, guard: MediaHostGuard):
         super().__init__()
         self._guard = guard

@@ -3,38 +3,42 @@
 Contract:
 
 - :func:`load_visual` takes a path to one media file and returns a :class:`Visual`. Videos are
-  decoded with decord and only the sampled frames are decoded; images are read with Pillow.
-  For a video, ``Visual.frames`` is a ``uint8`` tensor shaped ``(T, H, W, 3)`` (RGB, source
-  resolution); for an image it is an RGB ``PIL.Image`` (the first frame of an animated GIF/TIFF).
+  decoded by a backend of :mod:`.decoders` (decord by default; torchcodec, PyAV) and only the sampled
+  frames are decoded; images are read with Pillow. For a video, ``Visual.frames`` is a ``uint8`` tensor
+  shaped ``(T, h, w, 3)`` (RGB) at the size the model's processor uses when a session passes its
+  :class:`FrameSizing` (``--resize fast``: scaled by the decoder; ``exact``: by the processor's own resize,
+  chunk by chunk), else at source resolution; ``Visual.width`` / ``height`` are always the source's. Frames
+  are read in bounded chunks on a background thread (:mod:`.chunked`): memory holds a chunk of
+  source-size frames, never the clip. For an image ``frames`` is an RGB ``PIL.Image`` (the first frame of
+  an animated GIF/TIFF).
 - Frames are sampled by :func:`sample_indices`, a pure function that reproduces qwen-vl-utils'
   frame-count rule (``fps`` frames per second of clip, clamped to ``[min_frames, max_frames]`` and
-  rounded to an even number, indices spread uniformly with ``torch.linspace(...).round()``), with a
-  few documented deviations for clips that are too short to honour the rule. When the frames used
-  differ from what was asked (``--frames 3`` gives 4; ``--frames 8`` on a 5-frame clip gives 5; a
-  rate capped by ``--max-frames``), ``Visual.warnings`` says so in one line each
-  (:func:`frame_count_warnings`); ``ask`` prints them and ``--json`` carries them in ``warnings``.
+  rounded to a multiple of the family's frames per temporal patch (:class:`FrameRule`), indices spread
+  uniformly with ``torch.linspace(...).round()``), with a few documented deviations for clips that are too
+  short to honour the rule. When the frames used differ from what was asked (``--frames 3`` gives 4 on
+  Qwen; ``--frames 8`` on a 5-frame clip gives 5; a rate capped by ``--max-frames``), ``Visual.warnings``
+  says so in one line each (:func:`frame_count_warnings`); ``ask`` prints them and ``--json`` carries them.
 - Every expected failure (missing file, a folder, an unsupported extension, an empty / corrupt /
   truncated / non-video file, an unreadable image, a video without frames, bad sampling arguments)
   raises :class:`~vitcop_cli.errors.InputError` with a one-line message that says what is wrong and
-  what to do. Nothing else is raised for bad input.
-- decord (through its bundled FFmpeg) writes diagnostics straight to the process's stderr file
-  descriptor. While decord opens and decodes a file, fd 2 is redirected to a temporary file, so a
-  corrupt file produces no stray output; what was captured is used to word the error message and
-  is otherwise logged at DEBUG level on this module's logger. Python-level writes to stderr from
-  other threads during that short window are captured too (a lock serialises decodes).
+  what to do, worded the same by every decoder (:mod:`.decoders.base`). Nothing else is raised for bad input.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import InputError
-from .decord_quiet import NO_VIDEO_STREAM, NativeStderr, decord_reason, log_captured, one_line
+from .decord_quiet import one_line
+from .names import shown_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -42,6 +46,8 @@ __all__ = [
     "Visual",
     "image_visual",
     "is_media_file",
+    "FrameRule",
+    "FrameSizing",
     "load_visual",
     "sample_indices",
 ]
@@ -59,7 +65,10 @@ DEFAULT_FPS = 2.0
 DEFAULT_MIN_FRAMES = 4
 DEFAULT_MAX_FRAMES = 768
 
-_DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
+
+# What one visual may be, checked before it is decoded or handed to a processor (README: ask, batch).
+MAX_IMAGE_PIXELS = 50_000_000  # an image (or a video frame) over 50 megapixels: refused, read from its header
+MAX_ASPECT_RATIO = 200  # longer side / shorter side; the Qwen processors refuse more
 
 
 def _extension(path: str | os.PathLike) -> str:
@@ -80,18 +89,45 @@ def is_media_file(path: str | os.PathLike) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def _round_even(x: float) -> int:
+@dataclass(frozen=True)
+class FrameRule:
+    """How a model family groups video frames: counts are rounded to a multiple of ``per_patch`` (frames per
+    temporal patch; 2 for Qwen, 1 for LLaVA-OneVision, which encodes every frame alone), and ``reason`` says why
+    in the ``--frames`` warning. A session builds it from its adapter (``Session.frame_rule``); the default is
+    qwen-vl-utils' (``FRAME_FACTOR``)."""
+
+    per_patch: int = FRAME_FACTOR
+    reason: str = "frames are paired into temporal patches"
+
+
+@dataclass(frozen=True)
+class FrameSizing:
+    """Where a clip's frames go, from the model's processor (``Session.frame_sizing``): ``target(frames, height,
+    width) -> (h, w)`` is the size it resizes to; ``resize(chunk, (h, w))`` its own resize of ``(t, H, W, 3)``
+    uint8 frames for ``mode`` "exact" (``None`` for "fast": the decoder scales each frame itself);
+    ``preprocess(frames, h, w)`` (optional) starts the model's preprocessing of the clip chunk by chunk: a sink
+    whose ``add(chunk, start)`` takes each chunk at ``(h, w)`` and whose ``result()`` becomes
+    ``Visual.processed``; ``align``: chunks hold a multiple of that many frames (a temporal patch)."""
+
+    target: Callable[[int, int, int], tuple[int, int]]
+    resize: Callable | None = None
+    mode: str = "fast"
+    preprocess: Callable | None = None
+    align: int = 1
+
+
+def _round_to(x: float, k: int) -> int:
     # qwen-vl-utils' round_by_factor: Python's round(), i.e. ties go to the even quotient
-    # (5 -> round(2.5) * 2 = 4, 7 -> round(3.5) * 2 = 8).
-    return round(x / FRAME_FACTOR) * FRAME_FACTOR
+    # (k = 2: 5 -> round(2.5) * 2 = 4, 7 -> round(3.5) * 2 = 8).
+    return round(x / k) * k
 
 
-def _ceil_even(x: float) -> int:
-    return math.ceil(x / FRAME_FACTOR) * FRAME_FACTOR
+def _ceil_to(x: float, k: int) -> int:
+    return math.ceil(x / k) * k
 
 
-def _floor_even(x: float) -> int:
-    return math.floor(x / FRAME_FACTOR) * FRAME_FACTOR
+def _floor_to(x: float, k: int) -> int:
+    return math.floor(x / k) * k
 
 
 def sample_indices(
@@ -102,10 +138,12 @@ def sample_indices(
     frames: int | None = None,
     max_frames: int = DEFAULT_MAX_FRAMES,
     min_frames: int = DEFAULT_MIN_FRAMES,
+    per_patch: int = FRAME_FACTOR,
 ) -> list[int]:
     """Indices (sorted, distinct, in ``[0, total_frames)``) of the frames to feed the model.
 
-    The count ``n`` follows qwen-vl-utils' ``smart_nframes``:
+    The count ``n`` follows qwen-vl-utils' ``smart_nframes``, with "even" below meaning "a multiple of
+    ``per_patch``" (the family's :class:`FrameRule`; 2 as in qwen-vl-utils, 1 rounds nothing):
 
     - ``frames=None`` (sample by rate): ``n = total_frames / video_fps * fps``, clamped to
       ``[ceil_even(min_frames), floor_even(min(max_frames, total_frames))]`` (the upper bound wins
@@ -141,8 +179,8 @@ def sample_indices(
     if frames is not None:
         if frames < 1:
             raise InputError(f"--frames must be at least 1 (got {frames})")
-        cap = _floor_even(max_frames) if max_frames >= FRAME_FACTOR else 1
-        n = min(max(_round_even(frames), FRAME_FACTOR), cap)
+        cap = _floor_to(max_frames, per_patch) if max_frames >= per_patch else 1
+        n = min(max(_round_to(frames, per_patch), per_patch), cap)
     else:
         if fps is None or not math.isfinite(fps) or fps <= 0:
             raise InputError(f"--fps must be a positive number (got {fps})")
@@ -151,14 +189,14 @@ def sample_indices(
                 "the video's frame rate is unknown, so it cannot be sampled by rate; "
                 "ask for a fixed number of frames instead (--frames N)"
             )
-        lo = _ceil_even(min_frames)
-        hi = _floor_even(min(max_frames, total_frames))
+        lo = _ceil_to(min_frames, per_patch)
+        hi = _floor_to(min(max_frames, total_frames), per_patch)
         if total_frames < lo and total_frames <= max_frames:
             n = total_frames  # clip shorter than the minimum: use every frame once
         else:
             n = total_frames / video_fps * fps
             n = min(max(n, lo), hi)
-            n = _round_even(n)
+            n = _round_to(n, per_patch)
     n = max(1, min(n, total_frames))
     if n >= total_frames:
         return list(range(total_frames))
@@ -168,11 +206,12 @@ def sample_indices(
 
 
 def frame_count_warnings(
-    total: int, used: int, *, fps: float, frames: int | None, max_frames: int, video_fps: float | None = None
+    total: int, used: int, *, fps: float, frames: int | None, max_frames: int, video_fps: float | None = None,
+    rule: FrameRule = FrameRule(),
 ) -> list[str]:
     """What the user asked for and did not get, in words (``[]`` when the count is as asked).
 
-    ``--frames N``: rounded to an even count (1 -> 2, 3 -> 4, 5 -> 4, 7 -> 8), capped by
+    ``--frames N``: rounded to a multiple of ``rule.per_patch`` (2: 1 -> 2, 3 -> 4, 5 -> 4, 7 -> 8), capped by
     ``--max-frames`` and by the clip's length. ``--fps``: capped by ``--max-frames`` (the minimum of 4
     frames and the clip's length are documented and not reported)."""
     out = []
@@ -182,10 +221,11 @@ def frame_count_warnings(
         elif frames > max_frames and used <= max_frames:
             why = f"capped by --max-frames {max_frames}"
         else:
-            why = "frame counts are rounded to an even number (frames are paired into temporal patches)"
+            multiple = "an even number" if rule.per_patch == 2 else f"a multiple of {rule.per_patch}"
+            why = f"frame counts are rounded to {multiple} ({rule.reason})"
         out.append(f"--frames {frames}: using {used} frame{'s' if used != 1 else ''}; {why}")
     elif frames is None and video_fps and total / video_fps * fps > max_frames and used < total:
-        out.append(f"--fps {fps:g}: capped at --max-frames {max_frames} ({used} frames); "
+        out.append(f"--fps {fps:g}: capped at --max-frames {max_frames} ({used} frame{'s' if used != 1 else ''}); "
                    "raise --max-frames or lower --fps")
     return out
 
@@ -218,6 +258,8 @@ class Visual:
     height: int
     sampling_fps: float | None
     warnings: list[str] = field(default_factory=list)  # sampling adjustments the user should know about
+    # the model's preprocessing of ``frames``, done chunk by chunk while the clip decoded (FrameSizing.preprocess)
+    processed: Any = field(default=None, repr=False)
 
     @property
     def num_frames(self) -> int:
@@ -232,21 +274,59 @@ def _supported_list() -> str:
 
 
 def check_path(path: str) -> str:
-    """Validate existence / type / extension; return the lower-case extension."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"file not found: {path}; check the path")
-    if p.is_dir():
-        raise InputError(f"{path} is a directory; give one video or image file, or use `vitcop batch` for folders")
-    if not p.is_file():
-        raise InputError(f"{path} is not a regular file; give a video or image file")
-    ext = _extension(p)
+    """Validate the name (no NUL byte, not too long), existence, type and extension; return the lower-case
+    extension. Every failure is an :class:`InputError` naming the path as :func:`shown_path` writes it."""
+    name = shown_path(path)
+    if "\0" in path:
+        raise InputError(f"the media path {name} contains a NUL byte, which no file name can; check the path")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputError(_stat_failure(path, exc)) from None
+    except ValueError:  # a lone surrogate no file name can encode
+        raise InputError(f"the media path {name} is not a valid file name (not encodable); check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{name} is a directory; give one video or image file, or use `vitcop batch` for folders")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{name} is not a regular file; give a video or image file")
+    ext = _extension(path)
     if ext not in VIDEO_EXTENSIONS and ext not in IMAGE_EXTENSIONS:
-        shown = f"'.{ext}'" if ext else "no extension"
-        raise InputError(f"unsupported file type ({shown}) for {path}; supported: {_supported_list()}")
-    if not os.access(p, os.R_OK):
-        raise InputError(f"cannot read {path}: permission denied; check the file's permissions")
+        shown = f"'.{shown_path(ext)}'" if ext else "no extension"
+        raise InputError(f"unsupported file type ({shown}) for {name}; supported: {_supported_list()}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {name}: permission denied; check the file's permissions")
     return ext
+
+
+def _stat_failure(path: str, exc: OSError) -> str:
+    """Why ``os.stat`` could not reach the file at ``path``, in words."""
+    name = shown_path(path)
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+        return f"file not found: {name}; check the path"
+    if exc.errno == errno.ENAMETOOLONG:
+        return (f"the media path {name[:80]}… ({len(os.fsencode(path)):,} bytes) is too long for the file system "
+                "(typically 255 bytes a name, 4,096 a path); check the path")
+    if exc.errno == errno.EACCES:
+        return f"cannot read {name}: permission denied on a folder of the path; check its permissions"
+    return f"cannot read {name}: {exc.strerror or exc}"
+
+
+def check_frame_size(width: int, height: int, what: str) -> None:
+    """InputError unless a ``width`` x ``height`` image or video frame is at most :data:`MAX_IMAGE_PIXELS` and
+    its aspect ratio at most :data:`MAX_ASPECT_RATIO` (``what`` names it: ``"image photo.png"``)."""
+    if width < 1 or height < 1:
+        raise InputError(f"{what} is {width}x{height} pixels: it has no pixels; give another file")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"{what} is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels); the limit is "
+            f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels (decoded, at least {width * height * 3 / 2**20:,.0f} MiB); "
+            "scale it down first"
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise InputError(
+            f"{what} is {width}x{height} pixels, an aspect ratio of {max(width, height) / min(width, height):.0f}:1; "
+            f"the limit is {MAX_ASPECT_RATIO}:1 (what the Qwen processors take); crop or pad it"
+        )
 
 
 def load_visual(
@@ -255,34 +335,59 @@ def load_visual(
     fps: float = DEFAULT_FPS,
     frames: int | None = None,
     max_frames: int = DEFAULT_MAX_FRAMES,
+    rule: FrameRule = FrameRule(),
+    sizing: FrameSizing | None = None,
+    decoder: str | None = None,
+    decode_device: str = "cpu",
 ) -> Visual:
     """Load ``path`` (a video or an image, chosen by extension) and sample its frames.
 
     ``fps`` / ``frames`` / ``max_frames`` are passed to :func:`sample_indices` (``frames``
-    overrides ``fps``); they are ignored for an image. Raises :class:`InputError` for bad input.
+    overrides ``fps``) with the model family's ``rule`` (``Session.frame_rule``); they are ignored for an
+    image. ``sizing`` (``Session.frame_sizing``): the frames are held at the size the model's processor
+    uses, decoded and resized in bounded chunks (``None``: source size, the whole clip in memory: the
+    reference the ``exact`` oracle compares with). ``decoder``: a backend of :mod:`.decoders` (default
+    decord) on ``decode_device``. Raises :class:`InputError` for bad input.
     """
-    path_str = os.fspath(path)
+    path_str = os.fsdecode(path)  # bytes too: a name that is not UTF-8 decodes to surrogates, and back
     ext = check_path(path_str)
     if ext in IMAGE_EXTENSIONS:
         return _load_image(path_str)
-    return _load_video(path_str, fps=fps, frames=frames, max_frames=max_frames)
+    return _load_video(path_str, fps=fps, frames=frames, max_frames=max_frames, rule=rule, sizing=sizing,
+                       decoder=decoder, decode_device=decode_device)
 
 
 def _load_image(path: str) -> Visual:
+    """Read an image: its size from the header first (:func:`check_frame_size`), only then its pixels."""
     from PIL import Image
 
+    name = shown_path(path)
     if os.path.getsize(path) == 0:
-        raise InputError(f"image file {path} is empty (0 bytes); check the file or export it again")
+        raise InputError(f"image file {name} is empty (0 bytes); check the file or export it again")
+    # Pillow warns on stderr at open for images over 89 megapixels; those are refused here, in one line.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     try:
-        with Image.open(path) as im:
+        im = Image.open(path)  # the header only
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {name} is too large ({one_line(str(exc))}); the limit is "
+                         f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels; scale it down first") from None
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError...
+        raise _unreadable_image(name, exc) from None
+    with im:
+        check_frame_size(im.width, im.height, f"image {name}")  # before a pixel is decoded
+        try:
             im.load()  # force decoding here so truncated / corrupt files fail now
             image = im.convert("RGB")
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise InputError(
-            f"cannot read image {path}: {one_line(str(exc)) or type(exc).__name__}; "
-            "check that it opens in an image viewer, or save it again as PNG/JPEG"
-        ) from None
+        except Exception as exc:
+            raise _unreadable_image(name, exc) from None
     return image_visual(image, path)
+
+
+def _unreadable_image(name: str, exc: Exception) -> InputError:
+    return InputError(
+        f"cannot read image {name}: {one_line(str(exc)) or type(exc).__name__}; "
+        "check that it opens in an image viewer, or save it again as PNG/JPEG"
+    )
 
 
 def image_visual(image, path: str) -> Visual:
@@ -303,7 +408,10 @@ def image_visual(image, path: str) -> Visual:
     )
 
 
-def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -> Visual:
+def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int, rule: FrameRule,
+                sizing: FrameSizing | None, decoder: str | None, decode_device: str) -> Visual:
+    """Open ``path`` with the ``decoder`` backend, sample by ``rule``, read the frames in bounded chunks on a
+    background thread (:func:`.chunked.read_frames`), at ``sizing``'s target size (source size without one)."""
     # Validate the sampling arguments before touching the file (cheap, clearer error first).
     if frames is None and (fps is None or not math.isfinite(fps) or fps <= 0):
         raise InputError(f"--fps must be a positive number (got {fps})")
@@ -311,73 +419,30 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
         raise InputError(f"--frames must be at least 1 (got {frames})")
     if max_frames is None or max_frames < 1:
         raise InputError(f"--max-frames must be at least 1 (got {max_frames})")
-    if os.path.getsize(path) == 0:
-        raise InputError(f"video file {path} is empty (0 bytes); check the file or copy it again")
+    from . import decoders
+    from .chunked import read_frames
 
-    from ..environment import importing
-
-    with importing("decord"):  # a broken decord is the environment's problem, not the file's
-        import decord
-
-    open_exc: BaseException | None = None
-    with NativeStderr() as err:
-        try:
-            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=_DECODE_THREADS)
-        except Exception as exc:  # decord raises RuntimeError / DECORDError (a bare Exception)
-            reader, open_exc = None, exc
-    if reader is None:
-        reason = decord_reason(err.text, open_exc)
-        if reason == NO_VIDEO_STREAM:
-            raise InputError(
-                f"{path} contains no video stream (audio only, or an empty container); give a file with video"
-            ) from None
-        raise InputError(
-            f"cannot read video {path}: not a valid video file, or it is corrupt or truncated ({reason}); "
-            "check that it plays in a media player, or re-encode it (e.g. to H.264 MP4)"
-        ) from None
-    log_captured(path, err.text)
-
-    try:
-        total = len(reader)
-        if total <= 0:
-            raise InputError(f"video {path} has no frames; check that it plays, or re-encode it")
-        avg_fps = _finite_positive(_safe(reader.get_avg_fps))
-        duration = _pts_duration(reader, total)
+    backend = decoders.get(decoder or decoders.DEFAULT_DECODER)
+    with backend(path, device=decode_device) as clip:
+        info = clip.info()
+        check_frame_size(info.width, info.height, f"video {shown_path(path)}")
+        total, avg_fps, duration = info.total_frames, info.avg_fps, info.duration_s
         if avg_fps is None and duration is not None:
             avg_fps = total / duration
         if duration is None and avg_fps is not None:
             duration = total / avg_fps
-
-        indices = sample_indices(total, avg_fps, fps=fps, frames=frames, max_frames=max_frames)
-
-        with NativeStderr() as err:
-            try:
-                batch = reader.get_batch(indices).asnumpy()
-                decode_exc = None
-            except Exception as exc:  # its traceback would hold the reader (decord's frames): keep the message
-                batch, decode_exc = None, exc.with_traceback(None)
-        if batch is None:
-            raise InputError(
-                f"cannot decode video {path}: the file is corrupt or truncated "
-                f"({decord_reason(err.text, decode_exc)}); re-encode it or get a fresh copy"
-            ) from None
-        log_captured(path, err.text)
-
-        timestamps = _timestamps(reader, indices, avg_fps, duration)
-    finally:
-        # Closing the reader joins FFmpeg's decoding threads; what they still print is captured here, on
-        # every path (an error's traceback would otherwise keep the reader alive until a later GC).
-        with NativeStderr() as closing:
-            del reader
-        log_captured(path, closing.text)
-    import torch
-
-    tensor = torch.from_numpy(batch)
-    if tensor.ndim != 4 or tensor.shape[-1] != 3 or tensor.shape[0] != len(indices):
-        raise InputError(
-            f"cannot decode video {path}: got frames shaped {tuple(tensor.shape)}; re-encode it (e.g. to H.264 MP4)"
-        )
-    height, width = int(tensor.shape[1]), int(tensor.shape[2])  # decord decodes at source size
+        indices = sample_indices(total, avg_fps, fps=fps, frames=frames, max_frames=max_frames,
+                                 per_patch=rule.per_patch)
+        source = (info.height, info.width)
+        if sizing is None:
+            tensor, _ = read_frames(clip, indices, source, source_size=source)
+            sink = None
+        else:
+            size = sizing.target(len(indices), *source)
+            sink = sizing.preprocess(len(indices), *size) if sizing.preprocess is not None else None
+            tensor, _ = read_frames(clip, indices, size, sizing.resize, source_size=source, sink=sink,
+                                    align=sizing.align)
+        timestamps = [round(s, 6) for s in clip.timestamps(indices)]
     return Visual(
         kind="video",
         path=path,
@@ -387,74 +452,13 @@ def _load_video(path: str, *, fps: float, frames: int | None, max_frames: int) -
         source_fps=avg_fps,
         total_frames=total,
         duration_s=duration,
-        width=width,
-        height=height,
+        width=info.width,
+        height=info.height,
         sampling_fps=(len(indices) / duration) if duration else None,
         warnings=frame_count_warnings(
-            total, len(indices), fps=fps, frames=frames, max_frames=max_frames, video_fps=avg_fps
+            total, len(indices), fps=fps, frames=frames, max_frames=max_frames, video_fps=avg_fps, rule=rule
         ),
+        processed=None if sink is None else sink.result(),
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# decord helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _safe(fn, *args):
-    try:
-        return fn(*args)
-    except Exception:
-        return None
-
-
-def _finite_positive(x) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) and x > 0 else None
-
-
-def _pts_duration(reader, total: int) -> float | None:
-    """End time of the last frame from the container's timestamps, if they look sane."""
-    with NativeStderr():
-        ts = _safe(reader.get_frame_timestamp, [0, total - 1])
-    if ts is None:
-        return None
-    try:
-        start, end = float(ts[0][0]), float(ts[-1][1])
-    except Exception:
-        return None
-    if not (math.isfinite(start) and math.isfinite(end)) or end <= start:
-        return None
-    return end - start
-
-
-def _timestamps(reader, indices: list[int], avg_fps: float | None, duration: float | None) -> list[float]:
-    """Seconds from the clip start of each sampled frame.
-
-    decord's presentation timestamps are used when they are finite, strictly increasing and fall
-    within the clip (this handles variable frame rate); otherwise ``index / avg_fps``.
-    """
-    with NativeStderr():
-        ts = _safe(reader.get_frame_timestamp, [0, *indices])
-    if ts is not None:
-        try:
-            origin = float(ts[0][0])
-            starts = [float(row[0]) - origin for row in ts[1:]]
-        except Exception:
-            starts = None
-        limit = (duration or 0.0) + 1e-3
-        if (
-            starts is not None
-            and len(starts) == len(indices)
-            and all(math.isfinite(s) for s in starts)
-            and starts[0] >= -1e-6
-            and all(b > a for a, b in zip(starts, starts[1:]))
-            and (duration is None or starts[-1] <= limit)
-        ):
-            return [round(max(0.0, s), 6) for s in starts]
-    if avg_fps:
-        return [round(i / avg_fps, 6) for i in indices]
-    return [0.0 for _ in indices]

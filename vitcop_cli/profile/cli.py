@@ -48,6 +48,9 @@ def profile_cmd(
     device: o.Device = "auto",
     dtype: o.Dtype = "auto",
     attn: o.Attn = "auto",
+    resize: o.Resize = "fast",
+    decoder: o.Decoder = "decord",
+    decode_device: o.DecodeDevice = "cpu",
     json_out: bool = typer.Option(False, "--json", help="Print the profile as one JSON object on stdout (no table)."),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write one CSV line per (method, preset) here."),
     plot_path: Optional[Path] = typer.Option(
@@ -76,6 +79,7 @@ def profile_cmd(
                 video, question, presets, methods, repeat, warmup, model, fps, frames, max_frames, max_pixels,
                 min_pixels, max_new_tokens, temperature, top_p, seed, system, device, dtype, attn, json_out,
                 csv_path, plot_path, offline, debug, answers=answers,
+                decoding=dict(resize=resize, decoder=decoder, decode_device=decode_device),
             )
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
         if isinstance(exc, typer.Exit):
@@ -86,7 +90,7 @@ def profile_cmd(
 def _profile(
     video, question, presets, methods, repeat, warmup, model, fps, frames, max_frames, max_pixels, min_pixels,
     max_new_tokens, temperature, top_p, seed, system, device, dtype, attn, json_out, csv_path, plot_path, offline,
-    debug, *, answers=None,
+    debug, *, answers=None, decoding: dict,
 ) -> None:
     if repeat < 1:
         raise InputError("--repeat must be at least 1")
@@ -102,7 +106,7 @@ def _profile(
     options.check_run_options(  # fail fast (no torch imported yet), before loading a model
         preset_list, method_list, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
         min_pixels=min_pixels, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-        system=system,
+        system=system, **decoding,
     )
     if plot_path is not None:
         from .plot import check_plot_path
@@ -122,7 +126,6 @@ def _profile(
             err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     offline = check_model(model, offline)  # config.json only: fast one-line failures before torch loads
     from .. import api
-    from ..media import video as video_mod
     from . import run as prof
     from . import view as profile_view
 
@@ -133,7 +136,8 @@ def _profile(
             session.check_preset(p)
         session.check_lengths(max_new_tokens)
         started = time.perf_counter()
-        visual = video_mod.load_visual(media, fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames)
+        visual = session.load_visual(media, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+                                     min_pixels=min_pixels, **decoding)
         decode_s = time.perf_counter() - started
         prepared = session.prepare(visual, question, system=system, max_pixels=max_pixels, min_pixels=min_pixels)
     from rich.progress import (

@@ -27,7 +27,7 @@ Contract:
   given) so runs stay comparable and ``matches_none`` / ``answers_consistent`` stay meaningful.
 - A row whose runs carry a warning about the layer-averaged ratio (a method that cannot reach the
   requested budget on this model) keeps it in ``ratio_warning``; the table marks that row.
-- ``to_dict()`` starts with ``"schema": "vitcop.profile/1"`` (:data:`SCHEMA`).
+- ``to_dict()`` starts with ``"schema": "vitcop.profile/2"`` (:data:`SCHEMA`).
 - Accuracy (``--answers``): :mod:`vitcop_cli.profile.answers` fills ``accuracy`` (with
   ``answers_correct`` / ``answers_total``) per row after the timed runs; ``None`` without it.
 - :func:`to_csv` writes one line per row (nested spreads flattened to ``*_median/_min/_max``, the phase
@@ -46,7 +46,7 @@ from typing import Callable, NamedTuple, Sequence, TextIO
 from ..options import check_run_options, unique_names
 from ..phase_times import PhaseTimes
 
-SCHEMA = "vitcop.profile/1"
+SCHEMA = "vitcop.profile/2"  # /2: ttft_s includes video decode and preprocess; model_ttft_s
 RATIO_WARNING = "layer-averaged ratio"  # the phrase the library's budget-miss warning carries
 BASELINE = "none"
 DEFAULT_PRESETS = ("none", "1_3", "2_9", "1_9")
@@ -104,14 +104,16 @@ class ProfileRow:
     # measured
     vision_encoder_s: Spread
     prefill_s: Spread  # LLM prefill = first forward - vision encoder (pruning included)
-    ttft_s: Spread  # vision encoder + prefill
+    ttft_s: Spread  # the wait a user sees: video decode + preprocess (once per clip) + model_ttft_s
+    model_ttft_s: Spread  # vision encoder + prefill
     decode_tokens_per_s: float | None  # median; None when every run stopped after one token
     pruning_s: float  # median time inside the pruning hooks
     phases: PhaseTimes  # median of each phase of the time to the first token over the measured runs
     peak_memory_bytes: int | None  # CUDA: max allocated over the row's runs; None on CPU
     # against the baseline
     prefill_speedup: float | None  # median prefill(none) / median prefill(row)
-    ttft_speedup: float | None
+    ttft_speedup: float | None  # median ttft_s of none / of the row: the whole wait
+    model_ttft_speedup: float | None  # median model_ttft_s of none / of the row
     flops_speedup: float  # predicted prefill speed-up: 1 / flops_ratio
     memory_ratio: float | None  # peak(row) / peak(none); None on CPU
     answer: str
@@ -167,7 +169,7 @@ class ProfileResult:
     def from_dict(cls, d: dict) -> "ProfileResult":
         """The inverse of :meth:`to_dict` (e.g. to re-render or re-plot a saved ``--json``)."""
         d = {k: v for k, v in d.items() if k != "schema"}
-        spreads = ("vision_encoder_s", "prefill_s", "ttft_s")
+        spreads = ("vision_encoder_s", "prefill_s", "ttft_s", "model_ttft_s")
         nested = {**dict.fromkeys(spreads, Spread), "phases": PhaseTimes}
         rows = [ProfileRow(**{k: nested[k](**v) if k in nested else v for k, v in r.items()}) for r in d["rows"]]
         return cls(**{**d, "rows": rows})
@@ -249,8 +251,8 @@ def run_profile(
         method = api.DEFAULT_METHOD if slot.method == BASELINE else slot.method
         result = session.generate(
             prepared, preset=loaded[slot.preset], method=method, max_new_tokens=max_new_tokens,
-            temperature=temperature, top_p=top_p, seed=seed,
-        )
+            temperature=temperature, top_p=top_p, seed=seed, video_decode_s=video_decode_s or 0.0,
+        )  # the clip's decode (measured once) is part of every row's wait
         key = (slot.method, slot.preset)
         ids_seen.setdefault(key, []).append(result.generated_ids)
         if not slot.warmup:
@@ -320,6 +322,7 @@ def _reduce(method, preset, target_ratio, runs, ids, baseline, cuda: bool) -> Pr
     p = runs[0].pruning
     prefill = _spread([r.timings.prefill_s for r in runs])
     ttft = _spread([r.timings.ttft_s for r in runs])
+    model_ttft = _spread([r.timings.model_ttft_s for r in runs])
     rates = [r.timings.decode_tokens_per_s for r in runs if r.timings.decode_tokens_per_s is not None]
     peak = max(r.memory.peak_allocated_bytes for r in runs) if cuda else None
     if baseline is None:  # the baseline itself
@@ -345,12 +348,14 @@ def _reduce(method, preset, target_ratio, runs, ids, baseline, cuda: bool) -> Pr
         vision_encoder_s=_spread([r.timings.vision_encoder_s for r in runs]),
         prefill_s=prefill,
         ttft_s=ttft,
+        model_ttft_s=model_ttft,
         decode_tokens_per_s=statistics.median(rates) if rates else None,
         pruning_s=statistics.median(r.timings.pruning_s for r in runs),
         phases=_median_phases(runs),
         peak_memory_bytes=peak,
         prefill_speedup=1.0 if base_row is None else _ratio(base_row.prefill_s.median, prefill.median),
         ttft_speedup=1.0 if base_row is None else _ratio(base_row.ttft_s.median, ttft.median),
+        model_ttft_speedup=1.0 if base_row is None else _ratio(base_row.model_ttft_s.median, model_ttft.median),
         flops_speedup=1.0 / float(p.flops_ratio) if p.flops_ratio else 1.0,
         memory_ratio=None if peak is None else (1.0 if base_row is None else _ratio(peak, base_row.peak_memory_bytes)),
         answer=runs[0].answer,

@@ -91,7 +91,8 @@ def render_profile(result, console: Console) -> None:
         table.add_row(*cells)
     console.print(table)
     notes = [
-        "prefill: time to first token minus the vision encoder. speed-up: median prefill of none / of the row. "
+        "TTFT: the whole wait, video decode + preprocess (the clip's, the same in every row) + the model's first "
+        "token. prefill: the model's time to first token minus the vision encoder. speed-up: median prefill of none / of the row. "
         "FLOPs pred.: LLM prefill FLOPs of none / of the row. same: the same greedy tokens as none." + (
             " peak: max allocated, and its ratio to none underneath." if cuda else ""),
         result.memory_note + (

@@ -66,8 +66,13 @@ def serve_cmd(
     request_timeout: float = typer.Option(
         600.0, "--request-timeout", help="Seconds from admission to the full answer; past it: 504, generation stopped."
     ),
-    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body (MiB); beyond: 413."),
-    max_media_mb: float = typer.Option(64.0, "--max-media-mb", help="Largest media file / data: URL / download (MiB)."),
+    max_body_mb: float = typer.Option(
+        64.0, "--max-body-mb", help="Largest request body (MiB); beyond: 413, before it is read in full."
+    ),
+    max_media_mb: float = typer.Option(
+        64.0, "--max-media-mb",
+        help="Largest media file / decoded data: URL / download (MiB); beyond: 413 (data: URLs decoded in 1 MiB steps).",
+    ),
     fps: o.Fps = None,
     frames: o.Frames = None,
     max_frames: o.MaxFrames = 768,
@@ -77,6 +82,9 @@ def serve_cmd(
     device: o.Device = "auto",
     dtype: o.Dtype = "auto",
     attn: o.Attn = "auto",
+    resize: o.Resize = "fast",
+    decoder: o.Decoder = "decord",
+    decode_device: o.DecodeDevice = "cpu",
     log_level: str = typer.Option("info", "--log-level", help="Server log level: " + ", ".join(_LOG_LEVELS) + "."),
     offline: o.Offline = False,
     debug: o.Debug = False,
@@ -84,7 +92,8 @@ def serve_cmd(
     """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions with video_url / image_url).
 
     Loads the model once and answers one request at a time; the rest wait in a bounded queue.
-    Binds to 127.0.0.1 unless --host says otherwise. Ctrl-C / SIGTERM / SIGHUP: stop, cancel in-flight work, exit 0
+    Binds to 127.0.0.1 unless --host says otherwise.
+    Per request: at most 4 stop strings of 1,000 characters each; a bad request is a 4xx with a one-line reason. Ctrl-C / SIGTERM / SIGHUP: stop, cancel in-flight work, exit 0
     (also while the model is still loading).
     """
     from rich.markup import escape
@@ -122,7 +131,8 @@ def serve_cmd(
             allow_private_media_hosts=allow_private_media_hosts, max_queue=max_queue, request_timeout_s=request_timeout,
             fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
             max_new_tokens=max_new_tokens, max_body_bytes=_mib_to_bytes("--max-body-mb", max_body_mb),
-            max_media_bytes=_mib_to_bytes("--max-media-mb", max_media_mb),
+            max_media_bytes=_mib_to_bytes("--max-media-mb", max_media_mb), resize=resize, decoder=decoder,
+            decode_device=decode_device,
         ).check()
         sock = bind(host, port)
         api.quiet_library_logs(debug)

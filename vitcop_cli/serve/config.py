@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..options import check_finite
+from ..options import check_decoding, check_finite
 
 MiB = 1024 * 1024
 
@@ -38,6 +38,9 @@ class ServeConfig:
     max_pixels: int | None = None
     min_pixels: int | None = None
     max_new_tokens: int = 256  # when a request gives neither max_tokens nor max_completion_tokens
+    resize: str = "fast"  # how clips are decoded (Session.load_visual)
+    decoder: str = "decord"
+    decode_device: str = "cpu"
     max_body_bytes: int = 64 * MiB
     max_media_bytes: int = 64 * MiB  # a decoded data: URL, a local file or a download
     remote_timeout_s: float = 60.0
@@ -61,6 +64,7 @@ class ServeConfig:
         if (self.allowed_media_domains or self.allow_private_media_hosts) and not self.allow_remote_media:
             given = "--allowed-media-domains" if self.allowed_media_domains else "--allow-private-media-hosts"
             raise InputError(f"{given} applies to remote media only; add --allow-remote-media (or drop {given})")
+        check_decoding(self.resize, self.decoder, self.decode_device)
         for root in self.allowed_media_roots:
             if not root.is_absolute() or not root.is_dir():
                 raise InputError(f"--allowed-media-root {root}: not an existing folder (give an absolute path)")

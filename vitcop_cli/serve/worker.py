@@ -18,6 +18,8 @@ Contract:
 - Every job ends in exactly one ``vitcop_generations_total{outcome}`` count (see
   :mod:`~vitcop_cli.serve.metrics`); a bad input is ``failed`` with a 400, a bug ``failed`` with a 500
   (traceback logged), and the threads keep serving.
+- Error messages never show the server's private temporary folder: a path inside it (an inline
+  ``data:`` file, a download) is replaced by the media as the request named it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -33,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import VitcopError
-from ..media.video import load_visual
 from ..result import AskResult
 from .config import ServeConfig
 from .errors import ApiError, from_library
@@ -55,7 +57,7 @@ class Outcome:
     answer: str  # what the client gets: raw_text cut at a stop string, stripped
     finish_reason: str  # "stop" or "length"
     queue_s: float  # admission to generation start
-    ttft_s: float  # admission to the end of the first forward
+    ttft_s: float  # admission to the end of the first forward (decode and preprocess are part of the queue)
     total_s: float  # admission to the end of generation
 
 
@@ -189,11 +191,11 @@ class Worker:
                 job.prepared = self._prepare(job)
             except ApiError as exc:
                 self._ahead.release()
-                self._fail(job, exc)
+                self._fail(job, self._public(exc, job.media))
                 continue
             except VitcopError as exc:
                 self._ahead.release()
-                self._fail(job, from_library(exc))
+                self._fail(job, self._public(from_library(exc), job.media))
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug: log it, answer 500, keep serving
                 log.exception("preparing %s failed", job.id)
@@ -211,14 +213,23 @@ class Worker:
         req = job.request
         path = local_file(job.media, self.config, self.tmp_dir)
         started = time.perf_counter()
-        visual = load_visual(path, fps=2.0 if req.fps is None else req.fps, frames=req.frames,
-                             max_frames=self.config.max_frames)
+        visual = self.session.load_visual(path, fps=req.fps, frames=req.frames, max_frames=self.config.max_frames,
+                                          max_pixels=req.max_pixels, min_pixels=self.config.min_pixels,
+                                          resize=self.config.resize, decoder=self.config.decoder,
+                                          decode_device=self.config.decode_device)
         job.decode_s = time.perf_counter() - started
         visual = dataclasses.replace(visual, path=job.media.source)
         prepared = self.session.prepare_chat(visual, with_visual_kind(req.messages, visual.kind),
                                              max_pixels=req.max_pixels, min_pixels=self.config.min_pixels)
-        prepared.visual.frames = None  # the processor's tensors are kept; the decoded frames are not needed
+        prepared.visual.frames = prepared.visual.processed = None  # the processor's tensors are kept
         return prepared
+
+    def _public(self, error: ApiError, media: Media) -> ApiError:
+        """``error`` with every path inside the private temporary folder replaced by ``media.source``."""
+        private = re.compile(re.escape(str(self.tmp_dir)) + r"[\w./-]*")
+        source = media.source if len(media.source) <= 80 else media.source[:80] + "..."
+        error.message = private.sub(lambda _: source, error.message)
+        return error
 
     def _generate_loop(self) -> None:
         while True:
@@ -278,7 +289,7 @@ class Worker:
         outcome = Outcome(
             result=result, raw_text=raw, answer=answer,
             finish_reason=self._finish_reason(result, req, stopped),
-            queue_s=queue_s, ttft_s=queue_s + result.timings.ttft_s, total_s=ended - job.admitted,
+            queue_s=queue_s, ttft_s=queue_s + result.timings.model_ttft_s, total_s=ended - job.admitted,
         )
         m = self.metrics
         m.ttft.observe(outcome.ttft_s)

@@ -5,19 +5,23 @@ Contract: :class:`PromptingMixin` gives ``Session`` its :meth:`~PromptingMixin.p
 :meth:`~PromptingMixin.prepare_chat` and :meth:`~PromptingMixin.check_lengths`. Text is rendered
 through the checkpoint's own chat template and processor (its frame sampling turned off: frames are
 sampled by :mod:`vitcop_cli.media.video`); the tensors land on the session's device (floating ones in its
-dtype). Raw text is bounded (:func:`vitcop_cli.options.check_text`) before any tokenizer sees it.
+dtype). Raw text is bounded (:func:`vitcop_cli.options.check_text`) and the chat's shape checked before any
+tokenizer sees it; the visual's size and aspect ratio are checked before the processor sees it
+(:func:`vitcop_cli.media.video.check_frame_size`), and what the processor still refuses because of the input is
+an :class:`InputError` (:func:`vitcop_cli.errors.input_fault`).
 Preprocessing is CPU work and never waits on the GPU (batch prepares the next clip in a thread).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
-from ..media.video import Visual
+from ..errors import InputError, input_fault
+from ..media.video import Visual, check_frame_size, shown_path
 from ..options import check_frame_options, check_text
 
 __all__ = ["Prepared", "PromptingMixin"]
@@ -91,7 +95,9 @@ class PromptingMixin:
         :meth:`prepare` gives. ``Prepared.question`` is the text of the last user turn.
         """
         check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
+        check_frame_size(visual.width, visual.height, f"{visual.kind} {shown_path(visual.path)}")
         started = time.perf_counter()  # CPU work: never wait on the GPU here (batch prepares in a thread)
+        _check_messages(messages)
         for m in messages:
             for part in m.get("content", []):
                 if part.get("type") == "text":
@@ -110,14 +116,63 @@ class PromptingMixin:
             part["text"] for part in messages[-1]["content"] if part.get("type") == "text" and part.get("text")
         )
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        seen = _filled(visual, self.adapter.min_video_frames())  # what the processor is given
         extra, warnings = self.adapter.processor_kwargs(
-            self.processor, visual.kind, max_pixels=max_pixels, min_pixels=min_pixels, visual=visual
+            self.processor, visual.kind, max_pixels=max_pixels, min_pixels=min_pixels, visual=seen
         )
-        media = {"videos": [visual.frames]} if visual.kind == "video" else {"images": [visual.frames]}
-        batch = self.processor(text=[text], return_tensors="pt", **media, **extra)
+        try:
+            batch = _with_preprocessed(self.processor, text, seen, extra) if seen.processed is not None else None
+            if batch is None:
+                media = {"videos": [seen.frames]} if visual.kind == "video" else {"images": [seen.frames]}
+                batch = self.processor(text=[text], return_tensors="pt", **media, **extra)
+        except ValueError as exc:
+            fault = input_fault(exc, f"preprocessing {visual.kind} {shown_path(visual.path)}")
+            if fault is None:
+                raise
+            raise fault from None
         inputs = {
             k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
             for k, v in batch.items()
             if isinstance(v, torch.Tensor)
         }
         return Prepared(inputs, visual, question, time.perf_counter() - started, warnings)
+
+
+def _check_messages(messages) -> None:
+    """InputError unless ``messages`` is a list of ``{"role": str, "content": [dict, ...]}`` (the shape
+    :meth:`PromptingMixin.prepare_chat` documents), so a malformed chat is a bad input, not a crash."""
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise InputError("the conversation must be a list of messages (objects with a role and a content list)")
+    for i, m in enumerate(messages, 1):
+        if not isinstance(m.get("role"), str):
+            raise InputError(f"message {i}: the role must be a string (system, user or assistant)")
+        content = m.get("content", [])
+        if not isinstance(content, list) or not all(isinstance(part, dict) for part in content):
+            raise InputError(f"message {i}: the content must be a list of parts (objects with a type)")
+
+
+def _filled(visual: Visual, least: int) -> Visual:
+    """``visual`` as the family's processor must be given it: a video of fewer than ``least`` frames (Qwen3-VL,
+    Qwen3.5: one temporal patch of 2) with its last frame (index, time) repeated up to ``least`` — what Qwen2-VL's
+    processor does itself for a partial patch. ``Prepared.visual`` keeps the frames actually decoded."""
+    short = least - visual.num_frames
+    if visual.kind != "video" or short <= 0 or visual.frames is None:
+        return visual
+    frames = torch.cat([visual.frames, visual.frames[-1:].expand(short, *visual.frames.shape[1:])])
+    return dataclasses.replace(visual, frames=frames, indices=visual.indices + visual.indices[-1:] * short,
+                               timestamps=visual.timestamps + visual.timestamps[-1:] * short)
+
+
+def _with_preprocessed(processor, text: str, visual: Visual, extra: dict):
+    """The processor's outputs for ``text`` and ``visual`` using the pixel values preprocessed while the clip
+    decoded (``visual.processed``): the processor runs on a ``meta`` clip of the frames' shape (the text, the
+    grid, nothing computed on pixels), and its pixel values are swapped for the preprocessed ones when their
+    shape and every other output agree; ``None`` (process it whole) when they do not."""
+    clip = torch.empty(visual.frames.shape, dtype=torch.uint8, device="meta")
+    batch = processor(text=[text], return_tensors="pt", videos=[clip], **extra)
+    done = visual.processed
+    key = "pixel_values_videos"
+    if batch[key].shape != done[key].shape or any(not torch.equal(batch[k], v) for k, v in done.items() if k != key):
+        return None
+    batch[key] = done[key]
+    return batch

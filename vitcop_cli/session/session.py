@@ -19,18 +19,18 @@ from pruning.presets import Preset, PresetError
 
 from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
 from ..errors import InputError
-from ..media.video import load_visual
 from ..options import check_frame_options, check_generation_options, check_text
 from ..result import AskResult
 from .choices import as_preset, check_method
 from .generation import GenerationMixin
+from .ingest import IngestMixin
 from .prompting import PromptingMixin
 from .runtime import Clock, MemoryMeter
 
 __all__ = ["Session"]
 
 
-class Session(PromptingMixin, GenerationMixin):
+class Session(IngestMixin, PromptingMixin, GenerationMixin):
     """A loaded model + processor; ask it as many questions as you like.
 
     ``demo_model``: the model is a built-in random-weight demo model (:mod:`vitcop_cli.models.demo_models`);
@@ -97,8 +97,12 @@ class Session(PromptingMixin, GenerationMixin):
         top_p: float | None = None,
         on_text: Callable[[str], None] | None = None,
         seed: int | None = None,
+        resize: str = "fast",
+        decoder: str | None = None,
+        decode_device: str = "cpu",
     ) -> AskResult:
-        """Answer ``question`` about ``video`` (a clip or an image file)."""
+        """Answer ``question`` about ``video`` (a clip or an image file). ``resize`` / ``decoder`` /
+        ``decode_device``: how the clip is decoded (:meth:`load_visual`)."""
         preset = self.check_preset(preset)  # fail on a bad preset / method / length before decoding anything
         check_method(method)
         check_frame_options(fps=fps, frames=frames, max_frames=max_frames)
@@ -109,7 +113,8 @@ class Session(PromptingMixin, GenerationMixin):
         if not question.strip():
             raise InputError("the question is empty")
         started = time.perf_counter()
-        visual = load_visual(video, fps=2.0 if fps is None else fps, frames=frames, max_frames=max_frames)
+        visual = self.load_visual(video, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+                                  min_pixels=min_pixels, resize=resize, decoder=decoder, decode_device=decode_device)
         decode_s = time.perf_counter() - started
         prepared = self.prepare(visual, question, system=system, max_pixels=max_pixels, min_pixels=min_pixels)
         return self.generate(
