@@ -8,9 +8,10 @@ encodes each frame alone (no rounding, no warning). Qwen3-VL / Qwen3.5's video p
 
 from __future__ import annotations
 
-import av
 import numpy as np
 import pytest
+
+from clips import h264
 
 from vitcop_cli.media.video import FrameRule, frame_count_warnings, load_visual, sample_indices
 
@@ -18,23 +19,11 @@ from vitcop_cli.media.video import FrameRule, frame_count_warnings, load_visual,
 EXPECTED = {2: [2, 2, 4], 1: [1, 2, 3]}
 
 
-def _one_frame_clip(path):
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=4)
-    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-    frame = np.zeros((48, 64, 3), np.uint8)
-    frame[:, :24] = 200
-    for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-        container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
-
-
 @pytest.fixture(scope="module")
 def one_frame(tmp_path_factory):
-    return _one_frame_clip(tmp_path_factory.mktemp("clips") / "one.mp4")
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, :24] = 200
+    return h264(tmp_path_factory.mktemp("clips") / "one.mp4", [frame], rate=4)
 
 
 def test_the_rule_comes_from_the_family(sessions, family):

@@ -10,12 +10,14 @@ path's grid, and the chunked reader's ordering, bounded chunks and error path.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
-import av
 import numpy as np
 import pytest
 import torch
+
+from clips import h264
 
 from vitcop_cli.errors import InputError
 from vitcop_cli.media import chunked
@@ -24,29 +26,21 @@ from vitcop_cli.media.video import load_visual
 FRAMES = 6
 
 
-def _natural_clip(path, frames=24, width=333, height=241):
-    """Moving gradients, noise and a square: not flat colour, an odd size so resizing does real work."""
+def _natural_frames(frames=24, width=332, height=240):
+    """Moving gradients, noise and a square: not flat colour, a size no patch divides, so resizing does real
+    work."""
     rng = np.random.default_rng(0)
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=8)
-    stream.width, stream.height, stream.pix_fmt = width - 1, height - 1, "yuv420p"  # H.264 wants even sizes
-    y, x = np.mgrid[0:height - 1, 0:width - 1]
+    y, x = np.mgrid[0:height, 0:width]
     for i in range(frames):
         img = np.stack([(x * 255 / width + 9 * i) % 256, (y * 255 / height + 5 * i) % 256, (x + y + 13 * i) % 256], -1)
         img = img + rng.normal(0, 12, img.shape)
         img[40:90, 20 + 6 * i:70 + 6 * i] = (250, 30, 30)
-        frame = av.VideoFrame.from_ndarray(np.clip(img, 0, 255).astype(np.uint8), format="rgb24")
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+        yield np.clip(img, 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
 def natural(tmp_path_factory):
-    return _natural_clip(tmp_path_factory.mktemp("clips") / "natural.mp4")
+    return h264(tmp_path_factory.mktemp("clips") / "natural.mp4", _natural_frames())
 
 
 def _prepared(session, visual):
@@ -77,8 +71,8 @@ def test_exact_oracle_fails_on_a_wrong_resize(sessions, natural, monkeypatch):
         return torch.nn.functional.interpolate(chunk.permute(0, 3, 1, 2).float(), size=size).round().to(
             torch.uint8).permute(0, 2, 3, 1)
 
-    monkeypatch.setattr(type(session), "frame_sizing", lambda self, *a, **k: type(sizing)(sizing.target, nearest,
-                                                                                          "exact"))
+    monkeypatch.setattr(type(session), "frame_sizing",
+                        lambda self, *a, **k: dataclasses.replace(sizing, resize=nearest))
     wrong = _prepared(session, session.load_visual(natural, frames=FRAMES, resize="exact")).inputs
     assert not torch.equal(reference["pixel_values_videos"], wrong["pixel_values_videos"])
 

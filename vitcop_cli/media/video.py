@@ -104,14 +104,13 @@ class FrameRule:
 class FrameSizing:
     """Where a clip's frames go, from the model's processor (``Session.frame_sizing``): ``target(frames, height,
     width) -> (h, w)`` is the size it resizes to; ``resize(chunk, (h, w))`` its own resize of ``(t, H, W, 3)``
-    uint8 frames for ``mode`` "exact" (``None`` for "fast": the decoder scales each frame itself);
+    uint8 frames for ``--resize exact`` (``None`` for fast: the decoder scales each frame itself);
     ``preprocess(frames, h, w)`` (optional) starts the model's preprocessing of the clip chunk by chunk: a sink
     whose ``add(chunk, start)`` takes each chunk at ``(h, w)`` and whose ``result()`` becomes
     ``Visual.processed``; ``align``: chunks hold a multiple of that many frames (a temporal patch)."""
 
     target: Callable[[int, int, int], tuple[int, int]]
     resize: Callable | None = None
-    mode: str = "fast"
     preprocess: Callable | None = None
     align: int = 1
 

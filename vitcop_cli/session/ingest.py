@@ -68,7 +68,7 @@ class IngestMixin:
 
         exact = None if resize == "fast" else (lambda chunk, size: compat.resize_video_frames(video_processor,
                                                                                                 chunk, size))
-        return FrameSizing(target=target, resize=exact, mode=resize, preprocess=preprocess,
+        return FrameSizing(target=target, resize=exact, preprocess=preprocess,
                            align=self.adapter.frames_per_patch())
 
     def load_visual(self, path, *, fps: float | None = None, frames: int | None = None, max_frames: int = 768,
