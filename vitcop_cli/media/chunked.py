@@ -9,8 +9,9 @@ Contract: :func:`read_frames` ``(decoder, indices, size, resize=None, chunk_byte
   (``decoder.read(chunk, size)``). ``resize=fn`` (``--resize exact``): the decoder returns source-size frames
   and the calling thread runs ``fn(chunk, size) -> (t, h, w, 3)`` uint8 (the processor's own resize) on each.
 - Memory: at most three chunks are alive at once (one being decoded, one queued, one being finished); a chunk
-  holds as many frames as fit in ``chunk_bytes`` at the size the decoder returns (at least one frame), so a 4K
-  clip is never held whole, whatever its length.
+  holds as many frames as fit in ``chunk_bytes`` at the size the decoder returns (at least one frame; by
+  default 64 MiB of source-size frames, or 16 MiB of frames decoded at ``size``, which also bounds the sink's
+  float copies), so a 4K clip is never held whole, whatever its length.
 - Errors: an exception in the decoding thread (a corrupt frame midway: the decoder's own InputError) is
   re-raised in the caller unchanged; an exception in the caller's thread stops the decoding thread after its
   chunk in flight. Either way :func:`read_frames` returns only after the decoding thread has ended: no thread
@@ -64,7 +65,9 @@ def read_frames(
 ) -> tuple[torch.Tensor, ReadStats]:
     """The frames at ``indices``, at ``size``; ``source_size`` = (H, W) the decoder returns without scaling."""
     decoded = source_size if resize is not None else size
-    step = chunk_frames(*decoded, CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+    if chunk_bytes is None:  # frames at the model's size feed the preprocessing: smaller chunks bound its copies
+        chunk_bytes = CHUNK_BYTES if resize is not None else CHUNK_BYTES // 4
+    step = chunk_frames(*decoded, chunk_bytes)
     step = max(align, step // align * align)
     chunks = [indices[i:i + step] for i in range(0, len(indices), step)]
     out = torch.empty((len(indices), size[0], size[1], 3), dtype=torch.uint8)
