@@ -132,7 +132,8 @@ def run_case(case: dict) -> dict:
     import torch
 
     from vitcop_cli.media.decoders import get
-    from vitcop_cli.media.video import load_visual, sample_indices
+    from vitcop_cli.media.sampling import sample_indices
+    from vitcop_cli.media.video import load_visual
 
     torch.set_num_threads(case["threads"] or os.cpu_count())
     session = _session()
@@ -178,7 +179,7 @@ def run_case(case: dict) -> dict:
 
 def _limit(av, torch, path, threads, count, target):
     """PyAV from the first frame to the last sampled one, forward, converting only the sampled frames."""
-    from vitcop_cli.media.video import sample_indices
+    from vitcop_cli.media.sampling import sample_indices
 
     with av.open(path) as container:
         stream = container.streams.video[0]

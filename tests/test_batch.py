@@ -17,9 +17,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_api import check_ask_dict, n_layers_of
 from typer.testing import CliRunner
 
-from test_api import check_ask_dict, n_layers_of
+from pruning.stats import PruningReport
 from vitcop_cli.app import app
 from vitcop_cli.batch import (
     MC_INSTRUCTION,
@@ -37,10 +38,9 @@ from vitcop_cli.batch import (
     run_batch,
 )
 from vitcop_cli.errors import InputError
-from vitcop_cli.media.video import FrameRule, load_visual
-from vitcop_cli.result import AskResult, PhaseTimes, Timings, TokenCounts, VisualInfo
-from vitcop_cli.result import MemoryReport
-from pruning.stats import PruningReport
+from vitcop_cli.media.sampling import FrameRule
+from vitcop_cli.media.video import load_visual
+from vitcop_cli.result import AskResult, MemoryReport, PhaseTimes, Timings, TokenCounts, VisualInfo
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 FRAMES = 4

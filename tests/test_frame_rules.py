@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from clips import h264
 
-from vitcop_cli.media.video import FrameRule, frame_count_warnings, load_visual, sample_indices
+from vitcop_cli.media.sampling import FrameRule, frame_count_warnings, sample_indices
+from vitcop_cli.media.video import load_visual
 
 #: frames used for ``--frames`` 1, 2, 3, by frames per temporal patch
 EXPECTED = {2: [2, 2, 4], 1: [1, 2, 3]}

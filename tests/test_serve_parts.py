@@ -426,7 +426,7 @@ class _FakeSession:
         self.jobs: list = []
         self.processor = SimpleNamespace(tokenizer=SimpleNamespace(decode=lambda ids, **k: " ".join(map(str, ids))))
         self.model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=None))
-        from vitcop_cli.media.video import FrameRule
+        from vitcop_cli.media.sampling import FrameRule
 
         self.frame_rule = FrameRule()
 

@@ -14,14 +14,8 @@ import torch
 from PIL import Image
 
 from vitcop_cli.errors import InputError, VitcopError
-from vitcop_cli.media.video import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
-    Visual,
-    is_media_file,
-    load_visual,
-    sample_indices,
-)
+from vitcop_cli.media.sampling import sample_indices
+from vitcop_cli.media.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Visual, is_media_file, load_visual
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SHAPES = SAMPLES / "shapes.mp4"  # 8 s, 24 fps, 192 frames, 320x240

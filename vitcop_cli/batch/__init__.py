@@ -2,10 +2,14 @@
 
 The parts, each with its own contract:
 
-- :mod:`.inputs`: the items (a folder, a JSONL questions file), multiple choice, scoring.
+- :mod:`vitcop_cli.questions`: the items (a folder, a JSONL questions file), multiple choice, scoring
+  (shared with ``profile --answers``).
+- :mod:`.request`: the options and ``--out``, checked in one place before a model loads.
 - :mod:`.plan`: the jobs (the unpruned preset once per item), what is pending, each rank's share.
 - :mod:`.runner`: :func:`run_batch`, the loop over this rank's share.
-- :mod:`.prefetch`: decoding the next item in a thread.
+- :mod:`.clips`: each item's clip decoded for the model and prepared; :mod:`.prefetch`: that, one item ahead
+  in a thread.
+- :mod:`.progress`: the events a run reports and their counts (all ranks).
 - :mod:`.store`: result lines, keys, reading, per-rank part files.
 - :mod:`.merge`: parts into ``--out``, exactly one line per key, atomically.
 - :mod:`.lock`: one batch per ``--out``.
@@ -19,8 +23,8 @@ loaded on first use: :mod:`.runner` brings in torch, and the CLI imports this pa
 :mod:`.cli`) on every start, ``vitcop --help`` included.
 """
 
-_SUBMODULES = frozenset({"cli", "dist", "inputs", "launch", "lock", "merge", "plan", "prefetch", "runner", "store",
-                         "summary", "view"})
+_SUBMODULES = frozenset({"cli", "clips", "dist", "launch", "lock", "merge", "plan", "prefetch", "progress", "request",
+                         "runner", "store", "summary", "view"})
 
 
 def __getattr__(name: str):

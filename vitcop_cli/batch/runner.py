@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -56,10 +55,12 @@ from ..questions.inputs import BatchItem, items_from_folder, items_from_jsonl, p
 from ..questions.scoring import MC_INSTRUCTION, gold_letter, mc_prompt, parse_letter, score
 from ..result import AskResult
 from . import merge as merging
+from .clips import Clips
 from .dist import wait_for_ranks
 from .lock import OutLock
 from .plan import NO_METHOD, combos, job_key, plan, shares
 from .prefetch import Inline, Prefetcher
+from .progress import BatchProgress, Tracker
 from .request import check_request
 from .store import Key, PartWriter, check_out_path, load_done_keys, read_results, record_key, scan
 from .summary import BatchSummary, GroupSummary, ResultStats, _stats, aggregate
@@ -104,31 +105,6 @@ class BatchInterrupted(KeyboardInterrupt):
         super().__init__("batch interrupted")
         self.summary = summary
         self.cause = cause
-
-
-@dataclass
-class BatchProgress:
-    """Passed to ``on_progress``: ``kind`` "start" once before the first job (``done == 0``), "job" after
-    every job written (by this rank: ``item`` set; by another rank, only its failures: ``item_id`` /
-    ``video`` set), "tick" when only the counts moved. Counts cover every rank."""
-
-    done: int
-    total: int  # jobs to run in this run, all ranks (skipped ones excluded)
-    ok: int
-    failed: int
-    skipped: int
-    skipped_failed: int
-    elapsed_s: float
-    item: BatchItem | None = None  # the job just written by this rank
-    preset: str | None = None
-    method: str | None = None
-    error: str | None = None
-    exception: BaseException | None = dataclasses.field(default=None, repr=False)
-    kind: str = "job"
-    item_id: str | int | None = None
-    video: str | None = None
-    rank: int = 0
-    ranks: int = 1
 
 
 def _one_line(exc: BaseException) -> str:
@@ -202,91 +178,6 @@ def _identity(name: str) -> str:
     return model_identity(name)
 
 
-class _Tracker:
-    """This run's counts; under torchrun also the job-wide counters in the store, and other ranks' failures."""
-
-    def __init__(self, ctx, total, skipped, skipped_failed, started, on_progress):
-        self.ctx, self.total, self.started, self.on_progress = ctx, total, started, on_progress
-        self.skipped, self.skipped_failed = skipped, skipped_failed
-        self.local = Counter()
-        self.groups = Counter()  # (method, preset label, "ok" | "failed")
-        self.seen = 0
-
-    def job(self, item, method, preset, error, exception) -> None:
-        outcome = "ok" if error is None else "failed"
-        self.local["done"] += 1
-        self.local[outcome] += 1
-        self.groups[(method, preset, outcome)] += 1
-        if self.ctx is not None:
-            self.ctx.add("done")
-            self.ctx.add(outcome)
-            if error is not None and not self.ctx.is_root:
-                self.ctx.post({"id": item.id, "video": item.video, "method": method, "preset": preset,
-                               "error": error, "rank": self.ctx.rank})
-        self.emit("job", item=item, preset=preset, method=method, error=error, exception=exception)
-
-    def counts(self) -> tuple[int, int, int]:
-        if self.ctx is None:
-            return self.local["done"], self.local["ok"], self.local["failed"]
-        try:
-            return self.ctx.count("done"), self.ctx.count("ok"), self.ctx.count("failed")
-        except Exception:  # noqa: BLE001 - the store is gone (the job is being torn down)
-            return self.local["done"], self.local["ok"], self.local["failed"]
-
-    def emit(self, kind: str, **fields) -> None:
-        if self.on_progress is None:
-            return
-        ranks = 1 if self.ctx is None else self.ctx.world
-        rank = 0 if self.ctx is None else self.ctx.rank
-        remote = []
-        if self.ctx is not None and self.ctx.is_root:
-            remote, self.seen = self.ctx.messages(self.seen)
-        done, ok, failed = self.counts()
-        common = dict(total=self.total, ok=ok, failed=failed, skipped=self.skipped,
-                      skipped_failed=self.skipped_failed, elapsed_s=time.perf_counter() - self.started,
-                      rank=rank, ranks=ranks)
-        for msg in remote:
-            self.on_progress(BatchProgress(done=done, kind="job", item_id=msg.get("id"), video=msg.get("video"),
-                                           preset=msg.get("preset"), method=msg.get("method"),
-                                           error=msg.get("error"), **{**common, "rank": msg.get("rank", 0)}))
-        item = fields.get("item")
-        if item is not None:
-            fields.update(item_id=item.id, video=item.video)
-        self.on_progress(BatchProgress(done=done, kind=kind, **common, **fields))
-
-
-class _Clips:
-    """Decode + prepare one item (in the prefetch thread when asked); consecutive items on one clip decode it
-    once (the frames are kept for the next item only, then dropped; ``video_decode_s`` is 0 for the repeat)."""
-
-    def __init__(self, session, mine, sampling: dict, prepare_options: dict):
-        self.session, self.sampling, self.prepare_options = session, sampling, prepare_options
-        self.next_video = {id(mine[i].item): mine[i + 1].item.video for i in range(len(mine) - 1)}
-        self.cache: dict = {}
-
-    def __call__(self, entry):
-        item = entry.item
-        if self.cache.get("video") == item.video:
-            visual, decode_s, failure = self.cache["visual"], 0.0, self.cache["failure"]
-        else:
-            self.cache.clear()
-            t0 = time.perf_counter()
-            try:
-                visual, failure = self.session.load_visual(item.video, **self.sampling), None
-            except Exception as exc:  # noqa: BLE001
-                visual, failure = None, exc
-            decode_s = time.perf_counter() - t0
-            if self.next_video.get(id(item)) == item.video:  # keep the frames for the next item only
-                self.cache.update(video=item.video, visual=visual, failure=failure)
-        if failure is not None:
-            raise failure
-        prepared = self.session.prepare(visual, item.prompt, **self.prepare_options)
-        prepared.visual = dataclasses.replace(visual, frames=None, processed=None)  # the inputs are all we need
-        if self.next_video.get(id(item)) != item.video:
-            self.cache.clear()
-        return prepared, decode_s
-
-
 @dataclass
 class _Run:
     """One run's state once planned: what :func:`run_batch`'s steps share."""
@@ -302,7 +193,7 @@ class _Run:
     method: str  # the method the preset none runs under
     plan: object = None  # plan.Plan
     torn: int = 0
-    tracker: _Tracker | None = None
+    tracker: Tracker | None = None
 
     @property
     def rank(self) -> int:
@@ -317,7 +208,7 @@ class _Run:
         p, model = self.plan, self.model
         rows = dict(p.done)
         if merged is not None:
-            rows.update({k: v for k, v in merged.rows.items()})
+            rows.update(merged.rows)
             ok, failed = sum(merged.part_ok.values()), sum(merged.part_failed.values())
             per_group = {(m, pr, "ok"): n for (m, pr), n in merged.part_ok.items()}
             per_group.update({(m, pr, "failed"): n for (m, pr), n in merged.part_failed.items()})
@@ -361,7 +252,7 @@ class _Run:
             writer.append(_record(item, self.model, pr.label, m, result, error))
             self.tracker.job(item, m, pr.label, error, failure)
 
-    def execute(self, mine, clips: _Clips) -> BatchSummary:
+    def execute(self, mine, clips: Clips) -> BatchSummary:
         """This rank's share through the model, then (rank 0) the wait for the others and the merge."""
         feeder = writer = None
         try:
@@ -458,9 +349,9 @@ def run_batch(
         del earlier
         mine = shares(run.plan.pending, run.world, frames=frames, max_frames=max_frames)[run.rank]
         total = sum(len(x.todo) for x in run.plan.pending)
-        run.tracker = _Tracker(dist, total, run.plan.skipped, run.plan.skipped_failed, started, on_progress)
+        run.tracker = Tracker(dist, total, run.plan.skipped, run.plan.skipped_failed, started, on_progress)
         sizes = dict(max_pixels=max_pixels, min_pixels=min_pixels)
-        clips = _Clips(session, mine, dict(fps=fps, frames=frames, max_frames=max_frames, resize=resize, decoder=decoder,
+        clips = Clips(session, mine, dict(fps=fps, frames=frames, max_frames=max_frames, resize=resize, decoder=decoder,
                                            decode_device=decode_device, **sizes), dict(system=system, **sizes))
         return run.execute(mine, clips)
     finally:

@@ -1,6 +1,7 @@
 """Media in: from a path or URL to the frames a model sees.
 
-    video.py         load a clip or an image; sample frame indices by the family's rule; ``Visual``
+    video.py         load a clip or an image into a ``Visual`` (decoded at the model's size when asked)
+    sampling.py      which frames: qwen-vl-utils' count rule, rounded by the family's temporal patches
     decoders/        one small interface (base.py), one file per backend: decord (default), torchcodec, pyav
     chunked.py       read the sampled frames in bounded chunks on a background thread, resized and
                      preprocessed chunk by chunk on the caller's thread (memory bounded by the model's size)

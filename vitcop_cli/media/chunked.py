@@ -1,7 +1,7 @@
 """Read a clip's sampled frames in bounded chunks, decoding on a background thread while the caller's thread
 finishes the chunk before (the overlap that makes the wait the larger of the two, not their sum).
 
-Contract: :func:`read_frames` ``(decoder, indices, size, resize=None, chunk_bytes=...) -> (frames, stats)``
+Contract: :func:`read_frames` ``(decoder, indices, size, resize=None, chunk_bytes=...) -> frames``
 
 - ``frames``: ``(len(indices), h, w, 3)`` uint8, ``(h, w) = size``, in the order of ``indices`` (sorted,
   distinct). One output tensor is allocated up front; every chunk is copied into it and dropped.
@@ -16,35 +16,23 @@ Contract: :func:`read_frames` ``(decoder, indices, size, resize=None, chunk_byte
   re-raised in the caller unchanged; an exception in the caller's thread stops the decoding thread after its
   chunk in flight. Either way :func:`read_frames` returns only after the decoding thread has ended: no thread
   is left behind, and nothing partial is returned.
-- ``sink`` (optional): ``sink.add(frames, start)`` runs on the caller's thread for every chunk once it is at
+- ``sink`` (optional): ``sink.add(frames)`` runs on the caller's thread for every chunk, in order, once it is at
   ``size`` (the model's preprocessing, chunk by chunk, overlapping the next chunk's decode); ``align``: every
   chunk but the last holds a multiple of that many frames (the processor groups frames into temporal patches).
-- ``stats``: seconds the decoding thread spent in ``decoder.read`` (``decode_s``) and the caller's thread in
-  ``resize`` (``resize_s``) and ``sink.add`` (``sink_s``); the wall time of the whole read is the caller's.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-__all__ = ["CHUNK_BYTES", "ReadStats", "chunk_frames", "read_frames"]
+__all__ = ["CHUNK_BYTES", "chunk_frames", "read_frames"]
 
 #: decoded bytes per chunk (source-size frames for exact, target-size for fast): 64 MiB
 CHUNK_BYTES = 64 << 20
-
-
-@dataclass
-class ReadStats:
-    decode_s: float = 0.0  # in decoder.read, on the decoding thread
-    resize_s: float = 0.0  # in resize (exact only), on the caller's thread
-    sink_s: float = 0.0  # in sink.add, on the caller's thread
-    chunks: int = 0
 
 
 def chunk_frames(height: int, width: int, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -62,7 +50,7 @@ def read_frames(
     chunk_bytes: int | None = None,
     sink=None,
     align: int = 1,
-) -> tuple[torch.Tensor, ReadStats]:
+) -> torch.Tensor:
     """The frames at ``indices``, at ``size``; ``source_size`` = (H, W) the decoder returns without scaling."""
     decoded = source_size if resize is not None else size
     if chunk_bytes is None:  # frames at the model's size feed the preprocessing: smaller chunks bound its copies
@@ -70,8 +58,8 @@ def read_frames(
     step = chunk_frames(*decoded, chunk_bytes)
     step = max(align, step // align * align)
     chunks = [indices[i:i + step] for i in range(0, len(indices), step)]
+    scale = None if resize is not None or size == source_size else size
     out = torch.empty((len(indices), size[0], size[1], 3), dtype=torch.uint8)
-    stats = ReadStats()
     handoff: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -80,16 +68,7 @@ def read_frames(
             for chunk in chunks:
                 if stop.is_set():
                     return
-                started = time.perf_counter()
-                frames = decoder.read(chunk, None if resize is not None or size == source_size else size)
-                stats.decode_s += time.perf_counter() - started
-                while not stop.is_set():  # hand over, unless the caller gave up
-                    try:
-                        handoff.put(("frames", frames), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                del frames
+                _put_until(handoff, ("frames", decoder.read(chunk, scale)), stop)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             _put_until(handoff, ("error", exc), stop)
 
@@ -101,20 +80,13 @@ def read_frames(
             kind, value = handoff.get()
             if kind == "error":
                 raise value
-            if resize is not None:
-                started = time.perf_counter()
-                value = resize(value, size)
-                stats.resize_s += time.perf_counter() - started
             done = out[at:at + value.shape[0]]
-            done.copy_(value)
+            done.copy_(value if resize is None else resize(value, size))
             del value
             if sink is not None:
-                started = time.perf_counter()
-                sink.add(done, at)
-                stats.sink_s += time.perf_counter() - started
+                sink.add(done)
             at += done.shape[0]
-            stats.chunks += 1
-        return out, stats
+        return out
     finally:
         stop.set()
         _drain(handoff)
@@ -122,6 +94,7 @@ def read_frames(
 
 
 def _put_until(q: queue.Queue, item, stop: threading.Event) -> None:
+    """Hand ``item`` over, unless the caller gave up (``stop``)."""
     while not stop.is_set():
         try:
             q.put(item, timeout=0.1)

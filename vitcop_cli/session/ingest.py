@@ -25,7 +25,8 @@ from types import SimpleNamespace
 
 from pruning import compat
 
-from ..media.video import FrameRule, FrameSizing, Visual, load_visual
+from ..media.sampling import FrameRule
+from ..media.video import FrameSizing, Visual, load_visual
 from ..options import check_decoding
 
 __all__ = ["IngestMixin"]
@@ -37,8 +38,7 @@ class IngestMixin:
     @property
     def frame_rule(self) -> FrameRule:
         """How this model's family groups video frames (frames per temporal patch, and why), for sampling."""
-        reason = self.adapter.frame_rounding_reason()
-        return FrameRule(self.adapter.frames_per_patch(), reason) if reason else FrameRule(1, "")
+        return FrameRule(self.adapter.frames_per_patch(), self.adapter.frame_rounding_reason())
 
     def frame_sizing(self, resize: str = "fast", *, max_pixels: int | None = None,
                      min_pixels: int | None = None) -> FrameSizing:
@@ -47,23 +47,23 @@ class IngestMixin:
         video_processor = self.processor.video_processor
         least = self.adapter.min_video_frames()
 
-        def target(frames: int, height: int, width: int) -> tuple[int, int]:
-            seen = max(frames, least)  # what the processor will be given (a 1-frame clip repeated to a patch)
-            stand_in = SimpleNamespace(num_frames=seen, total_frames=seen, source_fps=None, indices=list(range(seen)))
-            kwargs, _ = self.adapter.processor_kwargs(
-                self.processor, "video", max_pixels=max_pixels, min_pixels=min_pixels, visual=stand_in
-            )
-            return compat.video_frame_size(video_processor, seen, height, width, kwargs.get("videos_kwargs", {}))
-
-        def preprocess(frames: int, height: int, width: int) -> ChunkPreprocessor | None:
-            if frames < least:
-                return None  # repeated to a whole patch by prepare: preprocessed there, whole
+        def videos_kwargs(frames: int) -> dict:
+            """What :meth:`prepare` will pass the video processor for ``frames`` frames (their size bounds)."""
             stand_in = SimpleNamespace(num_frames=frames, total_frames=frames, source_fps=None,
                                        indices=list(range(frames)))
             kwargs, _ = self.adapter.processor_kwargs(
                 self.processor, "video", max_pixels=max_pixels, min_pixels=min_pixels, visual=stand_in
             )
-            return ChunkPreprocessor(video_processor, kwargs.get("videos_kwargs", {}), frames, height, width,
+            return kwargs.get("videos_kwargs", {})
+
+        def target(frames: int, height: int, width: int) -> tuple[int, int]:
+            seen = max(frames, least)  # what the processor will be given (a 1-frame clip repeated to a patch)
+            return compat.video_frame_size(video_processor, seen, height, width, videos_kwargs(seen))
+
+        def preprocess(frames: int, height: int, width: int) -> ChunkPreprocessor | None:
+            if frames < least:
+                return None  # repeated to a whole patch by prepare: preprocessed there, whole
+            return ChunkPreprocessor(video_processor, videos_kwargs(frames), frames, height, width,
                                      self.adapter.frames_per_patch())
 
         exact = None if resize == "fast" else (lambda chunk, size: compat.resize_video_frames(video_processor,
@@ -112,7 +112,7 @@ class ChunkPreprocessor:
     def _run(self, clip):
         return self.processor(videos=[clip], return_tensors="pt", **self.kwargs)
 
-    def add(self, chunk, start: int) -> None:
+    def add(self, chunk) -> None:
         values = self._run(chunk)["pixel_values_videos"]
         self.pixels.narrow(self.dim, self.filled, values.shape[self.dim]).copy_(values)
         self.filled += values.shape[self.dim]

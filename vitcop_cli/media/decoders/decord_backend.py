@@ -50,7 +50,7 @@ class DecordDecoder(Decoder):
         with importing("decord"):  # a broken decord is the environment's problem, not the file's
             import decord
 
-        self._decord, self._reader = decord, None
+        self._decord = decord
         self._reader, self._reader_size = self._new_reader(), None
         total = len(self._reader)
         if total <= 0:
