@@ -64,6 +64,8 @@ LABELS = "labels"
 MASK = "attention_mask"
 POSITION_IDS = "position_ids"
 HIDDEN = "hidden_states"
+#: processor outputs with one entry per prompt token (cut with the prompt when only its prefix is prefilled)
+TOKEN_INPUTS = (INPUT_IDS, MASK, "mm_token_type_ids", "token_type_ids")
 #: the KV-cache keyword, newest spelling first (5.24 renamed past_key_values -> cache)
 CACHE_KWARGS = ("cache", "past_key_values")
 
@@ -144,6 +146,79 @@ def is_dynamic_cache(cache) -> bool:
     return type(cache) is _cache_types()[1]
 
 
+def generate_cache_kwargs(model, cache) -> dict:
+    """``{keyword: cache}`` for ``model.generate`` to continue ``cache`` (the keyword of this release:
+    ``cache`` from 5.24, ``past_key_values`` before)."""
+    return {cache_keyword(model): cache}
+
+
+def copy_cache(cache):
+    """A deep copy of a KV cache (every layer's keys / values, a linear layer's conv / recurrent states):
+    the copy can be extended without touching the original (a reused prefix stays immutable)."""
+    import copy
+
+    return copy.deepcopy(cache)
+
+
+def cache_tensors(cache) -> dict[str, "torch.Tensor"]:
+    """Every tensor a DynamicCache holds, by a stable name: ``{i}.keys`` / ``{i}.values`` for a softmax
+    layer (b, H_kv, S_i, d), ``{i}.conv`` / ``{i}.recurrent`` for a linear-attention layer (its state at the
+    last token). The cache's bytes, and its content on disk (:func:`cache_from_tensors` rebuilds it)."""
+    out = {}
+    for i, entry in enumerate(cache.layers):
+        if hasattr(entry, "recurrent_states"):
+            out[f"{i}.conv"] = entry.conv_states[0]
+            out[f"{i}.recurrent"] = entry.recurrent_states[0]
+        else:
+            out[f"{i}.keys"] = entry.keys
+            out[f"{i}.values"] = entry.values
+    return out
+
+
+def cache_from_tensors(config, tensors: dict) -> object:
+    """A DynamicCache for ``config`` holding ``tensors`` (as :func:`cache_tensors` named them); ValueError
+    when they do not fill exactly the cache's layers with the layer kinds it expects."""
+    cache = new_dynamic_cache(config)
+    used = set()
+    for i, entry in enumerate(cache.layers):
+        if hasattr(entry, "recurrent_states"):
+            conv, rec = tensors.get(f"{i}.conv"), tensors.get(f"{i}.recurrent")
+            if conv is None or rec is None:
+                raise ValueError(f"layer {i}: no linear-attention state")
+            entry.update_conv_state(conv)
+            entry.update_recurrent_state(rec)
+            used |= {f"{i}.conv", f"{i}.recurrent"}
+        else:
+            keys, values = tensors.get(f"{i}.keys"), tensors.get(f"{i}.values")
+            if keys is None or values is None:
+                raise ValueError(f"layer {i}: no keys / values")
+            entry.update(keys, values)
+            used |= {f"{i}.keys", f"{i}.values"}
+    if used != set(tensors):
+        raise ValueError(f"tensors for layers this model does not have: {sorted(set(tensors) - used)[:3]}")
+    return cache
+
+
+# ---- position state (M-RoPE) ------------------------------------------------------------------
+#: the model attribute where Qwen-VL families keep the M-RoPE offset of the last prefill, which generate
+#: reads to place tokens that continue a cache
+ROPE_DELTAS = "rope_deltas"
+
+
+def position_state(model) -> dict:
+    """The position state a prefill left on ``model`` that continuing its cache needs: ``{"rope_deltas":
+    (b, 1)}`` for M-RoPE families, {} for others."""
+    inner = getattr(model, "model", None)
+    value = getattr(inner, ROPE_DELTAS, None)
+    return {} if value is None else {ROPE_DELTAS: value.clone()}
+
+
+def restore_position_state(model, state: dict) -> None:
+    """Put back a :func:`position_state` before continuing the cache it came with."""
+    if ROPE_DELTAS in state:
+        setattr(model.model, ROPE_DELTAS, state[ROPE_DELTAS].clone())
+
+
 # ---- decoder-layer calls -------------------------------------------------------------------
 def layer_hidden(args: tuple, kwargs: dict):
     """The hidden states a decoder layer was called with, (b, S, D)."""
@@ -159,7 +234,8 @@ def with_layer_hidden(args: tuple, kwargs: dict, hidden) -> tuple[tuple, dict]:
 
 
 def cache_keyword(module) -> str:
-    """The keyword under which ``module.forward`` (a decoder layer) takes the KV cache in this release."""
+    """The keyword under which ``module.forward`` (a decoder layer, or the model) takes the KV cache in this
+    release."""
     import inspect
 
     params = inspect.signature(module.forward).parameters

@@ -50,6 +50,14 @@ visual tokens for the report, returning nothing), so the computation is untouche
   ``handle.encoder_patches`` = (total, encoded) of the last prefill. Identity presets attach none (they
   stay the unmodified model).
 
+- Two-phase runs (:mod:`pruning.prefix`): :meth:`PruningHandle.build_prefix` prefills only the prompt's
+  system + visual tokens ``[0, P)`` (pruned as above, verified, kept as a :class:`PrunedPrefix`);
+  :meth:`PruningHandle.continue_prefix` gives a checked copy of a kept prefix's cache, with the engine's
+  record and the position state of its prefill, so ``generate`` can prefill the question's own tokens
+  ``[P, S)`` against it. That one multi-token continuation is the only one served: its 2-D / 4-D masks are
+  sliced per layer like a decode step's (the question's tokens enter every layer, after the layer's
+  cached survivors), and each step's reference-layer cache length is checked against the record.
+
 Index spaces: "orig" = the prompt as tokenised (length S); "seq" = the sequence entering layer 0
 (length S'). Batch size 1 only: a larger batch raises a clear error at prefill.
 """
@@ -63,13 +71,14 @@ from .adapters import adapter_for
 from .encoder_reuse import EncoderReuse
 from .methods import EntryContext, LayerContext, method_class
 from .prefill_report import build_report
+from .prefix import PrunedPrefix
 from .presets import Preset
 from .stats import PruningReport
 from .survivors import PrefillState
 from .timing import Stopwatch
-from .verify import PruningNotApplied, UnsupportedGeneration, check_prefill, fail
+from .verify import PruningNotApplied, UnsupportedGeneration, check_cache, check_prefill, fail
 
-__all__ = ["PruningHandle", "PruningNotApplied", "UnsupportedGeneration", "attach"]
+__all__ = ["PruningHandle", "PruningNotApplied", "PrunedPrefix", "UnsupportedGeneration", "attach"]
 
 # Processor outputs that an adapter's token forming may need besides the encoder's own inputs.
 EXTRA_INPUTS = ("image_sizes", "batch_num_images", "video_grid_thw")
@@ -98,6 +107,8 @@ class PruningHandle:
         self._in_prefill = False
         self._uncached_ids: torch.Tensor | None = None  # prompt of the last use_cache=False forward
         self._expect_cache = True
+        self._continuing = False  # a kept prefix was handed out: the next multi-token step is its question
+        self._prefix_patches: tuple[int, int] | None = None  # encoder patches of the kept prefix in use
         self._watch = Stopwatch(next(model.parameters()).device)
         self.n_observed: int | None = None  #: identity: N seen at the last prefill (for the report)
         #: encoder reuse (each distinct temporal patch encoded once); None for identity presets or when off
@@ -146,6 +157,8 @@ class PruningHandle:
         patches / images; LLaVA-OneVision: frames / image crops): each distinct one is encoded once
         (:mod:`pruning.encoder_reuse`). None when reuse is not attached (identity presets,
         ``encoder_reuse=False``) or the last prefill ran no encoder."""
+        if self._prefix_patches is not None:
+            return self._prefix_patches
         return None if self._reuse is None else self._reuse.encoder_patches
 
     def bind(self, inputs: dict) -> "PruningHandle":
@@ -154,6 +167,53 @@ class PruningHandle:
         ``video_grid_thw`` for methods that need the temporal layout)."""
         self._extras.update({k: inputs[k] for k in EXTRA_INPUTS if inputs.get(k) is not None})
         return self
+
+    def build_prefix(self, inputs: dict, length: int) -> PrunedPrefix:
+        """Prefill the first ``length`` tokens of the prompt ``inputs`` (processor outputs, batch 1: system +
+        visual, up to :func:`pruning.prefix.prefix_end`) under this handle and keep the result.
+
+        Only methods whose choice never reads the question can keep a prefix (``UnsupportedGeneration``
+        otherwise). The prefill is verified like any other (:mod:`pruning.verify`); the logits of one token
+        are computed, since nothing is sampled from a prefix."""
+        if not self.method.question_independent:
+            raise UnsupportedGeneration(f"{self.method.name} reads the question, so its pruned prefix cannot be kept")
+        s = inputs[compat.INPUT_IDS].shape[1]
+        if not 0 < length < s:
+            raise ValueError(f"a prefix of {length} tokens does not leave a question in a {s}-token prompt")
+        part = {k: (v[:, :length] if k in compat.TOKEN_INPUTS and v is not None else v) for k, v in inputs.items()}
+        self.bind(inputs)
+        with torch.no_grad():
+            out = self.model(**part, use_cache=True, logits_to_keep=1)
+        cache = compat.output_cache(out)
+        if cache is None:
+            raise fail("the prefix prefill returned no KV cache")
+        state = self.last if not self.method.is_identity else None
+        n = state.n_visual if state is not None else (self.n_observed or 0)
+        return PrunedPrefix(
+            input_ids=part[compat.INPUT_IDS].clone(), cache=cache, state=state,
+            position=compat.position_state(self.model), preset=self.preset.label, method=self.method.name,
+            n_visual=n, encoder_patches=self.encoder_patches,
+        )
+
+    def continue_prefix(self, prefix: PrunedPrefix):
+        """A copy of ``prefix``'s cache for one question to continue (``generate(..., cache=copy)`` with the
+        question's tokens and the whole prompt's attention mask), after checking it: built under this
+        preset and method, every layer holding what the record says (:func:`pruning.verify.check_cache`).
+        The engine takes over the prefix's record and position state; the question's step is then served."""
+        if (prefix.preset, prefix.method) != (self.preset.label, self.method.name):
+            raise ValueError(
+                f"a prefix built under {prefix.method} / {prefix.preset} cannot continue under "
+                f"{self.method.name} / {self.preset.label}"
+            )
+        cache, state = prefix.fork()
+        if state is not None:
+            check_cache(state, self.shape, cache, " of the kept prefix")
+        compat.restore_position_state(self.model, prefix.position)
+        self.last = state
+        self.n_observed = prefix.n_visual
+        self._prefix_patches = prefix.encoder_patches
+        self._continuing = True
+        return cache
 
     def _register(self) -> None:
         ad, m = self.adapter, self.method
@@ -256,14 +316,24 @@ class PruningHandle:
         self._expect_cache = kwargs.get(compat.USE_CACHE) is not False
         if cache is None and new_tokens == 1 and self._expect_cache:
             self._check_cache_visible(kwargs)
+        if self._continuing and past == 0:  # the question's step after continue_prefix lost sight of the cache
+            self._continuing = False
+            raise fail(
+                f"the question after a kept {self.last.prompt_len if self.last else '?'}-token prefix found no KV "
+                "cache among the language model's arguments, so it cannot continue the pruned prefix"
+            )
         self._in_prefill = past == 0
         if not self._in_prefill:
-            if new_tokens > 1:
+            question, self._continuing = self._continuing, False
+            if new_tokens > 1 and not (question and self.last is not None and self.last.decoded == 0):
                 raise UnsupportedGeneration(
                     f"visual-token pruning cannot continue a non-empty KV cache ({past} tokens) with {new_tokens} "
-                    "new tokens (chunked prefill, multi-turn cache reuse, assisted decoding)"
+                    "new tokens (chunked prefill, multi-turn cache reuse, assisted decoding) except a kept "
+                    "prefix's question (PruningHandle.continue_prefix)"
                 )
-            self._check_decode(past)
+            if question and self.last is not None:
+                self.last.question_len = new_tokens
+            self._check_decode(past, new_tokens)
             self._slice_decode_mask_2d(kwargs)
             return args, kwargs
         try:
@@ -293,8 +363,9 @@ class PruningHandle:
             "among the language model's arguments, so it cannot be decoded against the pruned cache"
         )
 
-    def _check_decode(self, past: int) -> None:
-        """A decode step must find the reference layer's cache exactly as long as the engine left it."""
+    def _check_decode(self, past: int, new_tokens: int) -> None:
+        """A step after the prefill (a question after a kept prefix, or a decode step) must find the
+        reference layer's cache exactly as long as the engine left it."""
         state = self.last
         if state is None:
             return
@@ -302,7 +373,7 @@ class PruningHandle:
         expected = state.cached(ref).numel() + state.decoded
         if past != expected:
             raise fail(f"a decode step found {past} cached tokens in layer {ref}, expected {expected}")
-        state.decoded += 1
+        state.decoded += new_tokens
 
     def _on_lm_end(self, _module, _args, output):
         try:

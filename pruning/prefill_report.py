@@ -4,7 +4,8 @@ Contract: :func:`build_report` ``(handle, input_ids (1, S))``: visual tokens per
 layer-averaged visual tokens, each layer's tokens after the prefill (KV-cache length; for a
 linear-attention layer the tokens it processed), LLM prefill FLOPs (real shapes, each layer by its kind,
 and the paper's convention) pruned and unpruned, and the encoder patches (total / encoded). The last
-prefill must be the prefill of ``input_ids``: a non-identity method on a prompt with visual tokens and no
+prefill must be the prefill of ``input_ids`` (or of its prefix, followed by its question's tokens: a two-phase
+run counts both phases, whether or not the prefix was kept from an earlier question): a non-identity method on a prompt with visual tokens and no
 verified prefill of that prompt raises ``PruningNotApplied`` (a report of a run that was not pruned is
 never made).
 """
@@ -28,7 +29,7 @@ def build_report(handle, input_ids: torch.Tensor) -> PruningReport:
     st = handle.last
     has_visual = bool(handle.adapter.visual_mask(input_ids).any())
     if not handle.method.is_identity and has_visual and (
-        st is None or st.prompt_len != s or st.cache_lengths is None
+        st is None or st.prompt_len + st.question_len != s or st.cache_lengths is None
     ):
         raise fail("no pruned prefill was recorded for this prompt: the engine's hooks did not see it")
     if st is None:  # nothing was pruned (identity preset or no visual tokens)
@@ -36,7 +37,7 @@ def build_report(handle, input_ids: torch.Tensor) -> PruningReport:
         seq, visual, stages = [s] * L, [n] * L, []
     else:
         n = st.n_visual
-        seq = list(st.cache_lengths)
+        seq = [length + st.question_len for length in st.cache_lengths]  # a kept prefix + the question's tokens
         visual = [st.layer_visual.get(layer, st.stages[0][1]) for layer in range(L)]
         stages = st.stages
     counts = [n] + [c for _, c in stages]

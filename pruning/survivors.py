@@ -45,7 +45,8 @@ class PrefillState:
     visual_idx: torch.Tensor | None = None  # (n_visual_cur,) current positions of the visual tokens
     additions: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (n_visual_cur, D) rows to add
     # after that layer (DeepStack), gathered to the survivors; a merged token carries its anchor's row
-    decoded: int = 0  # tokens appended by decode steps since the prefill
+    decoded: int = 0  # tokens appended after the prefill (a question's own tokens, then decode steps)
+    question_len: int = 0  # prompt tokens prefilled after a prefix (two-phase runs; 0 for a single pass)
     cache_lengths: list[int] | None = None  # per layer, as transformers' cache reported after the prefill
     left_cache: bool = False  # the prefill returned a KV cache (decode steps must then pass one back)
 

@@ -57,14 +57,21 @@ def check_prefill(state, prune_layers, planned, shape, cache, *, expect_cache: b
         if not expect_cache:
             return
         raise fail("the language model returned no KV cache")
-    for layer in range(n_layers):
+    check_cache(state, shape, cache)
+
+
+def check_cache(state, shape, cache, what: str = "") -> None:
+    """Raise :class:`PruningNotApplied` unless every layer of ``cache`` holds what ``state`` says it
+    processed: a softmax layer's KV length, a linear layer's recorded token count and state shapes. Run
+    after each prefill and on every copy of a kept prefix before a question continues it (``what`` names it)."""
+    for layer in range(shape.layers):
         expected = state.cached(layer).numel()
         if not shape.has_keys(layer):
             _check_linear_layer(state, shape, cache, layer, expected)
             continue
         got = compat.cache_length(cache, layer)
         if got != expected:
-            raise fail(f"layer {layer} cached {got} tokens, expected {expected}")
+            raise fail(f"layer {layer}{what} cached {got} tokens, expected {expected}")
 
 
 def _check_linear_layer(state, shape, cache, layer: int, expected: int) -> None:

@@ -148,7 +148,7 @@ def test_decode_steps_are_checked_against_the_engines_state(sessions, prepared, 
     """A decode step whose layer-0 cache is not what the prefill left is an error."""
     session, inputs = sessions[family], prepared[family].inputs
     real = PruningHandle._check_decode
-    monkeypatch.setattr(PruningHandle, "_check_decode", lambda self, past: real(self, past + 1))
+    monkeypatch.setattr(PruningHandle, "_check_decode", lambda self, past, n: real(self, past + 1, n))
     with pytest.raises(PruningNotApplied, match="decode step found"), pruning.attach(session.model, "1_3") as h:
         h.bind(inputs)
         _generate(session.model, inputs)

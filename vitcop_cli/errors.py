@@ -27,6 +27,12 @@ class RuntimeFailure(VitcopError):
     exit_code = 1
 
 
+class PrefixMiss(RuntimeFailure):
+    """A question given only its prompt tokens (no pixels) whose kept pruned prefix does not cover it exactly
+    (another system prompt, text before the visual, another preset): it cannot be answered from that prefix and
+    must be prepared with its pixels. Front ends catch it and run the question afresh."""
+
+
 class EnvironmentProblem(VitcopError):
     """The Python environment is broken (a dependency cannot be imported or initialised), not the model
     or the input: exit status 1. Built by :mod:`vitcop_cli.environment`, its message names the package

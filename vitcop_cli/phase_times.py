@@ -5,7 +5,7 @@ A plain dataclass with no torch import, so ``vitcop --help`` and the profile pac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 __all__ = ["PhaseTimes"]
 
@@ -24,3 +24,10 @@ class PhaseTimes:
     pruning_s: float  # every pruning hook: Stage-I capture, entry cut, Stage II / III, gathers, run-time checks' reads
     first_token_s: float  # language model end to the first token ready: lm_head, logits processing, sampling
     total_s: float  # video decode + preprocess + generate() start to the first token ready
+    # two-phase runs: the prefix prefill's end to the question's first decoder layer (the prefix's copy and
+    # check, the question's generate() set-up); 0 for a single-pass prefill
+    question_setup_s: float = 0.0
+
+    def plus(self, other: "PhaseTimes") -> "PhaseTimes":
+        """Field-wise sum: a prefix built earlier (its phases) charged to the question that first uses it."""
+        return PhaseTimes(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})

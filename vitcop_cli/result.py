@@ -43,6 +43,21 @@ class VisualInfo:
 
 
 @dataclass
+class PrefixInfo:
+    """The pruned prefix (system prompt + visual, prefilled once under the preset) this answer ran on."""
+
+    kept: bool  # a prefix was prefilled and kept apart from the question (False: one single-pass prefill)
+    reused: bool  # it came from an earlier question (memory or disk), not built for this one
+    source: str  # "built" (for this question), "memory", "disk", or "none" (not kept)
+    tokens: int  # prompt tokens it covers (system + visual, before pruning)
+    kv_tokens: list[int]  # per decoder layer, tokens it holds (the survivors)
+    bytes: int  # its KV cache (and linear-attention states)
+    bytes_unpruned: int  # the same prefix unpruned (every layer holding all its tokens)
+    saved_s: float  # time not spent because it was reused: decode + preprocess + encoder + its prefill
+    reason: str | None = None  # why no prefix was kept, or why a kept one was not used
+
+
+@dataclass
 class TokenCounts:
     prompt: int  # prompt tokens including the visual placeholders
     visual: int  # visual placeholder tokens in the prompt (before any pruning)
@@ -87,6 +102,7 @@ class AskResult:
     warnings: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     seed: int | None = None  # torch seed set before generating (None: not seeded)
+    prefix: PrefixInfo | None = None  # the pruned prefix the answer ran on (None: not recorded)
     demo_model: bool = False  # a built-in random-weight demo model (tiny:<family>): the answer is meaningless
 
     def to_dict(self) -> dict:

@@ -75,6 +75,10 @@ class Method:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     needs_encoder_capture: ClassVar[bool] = False
+    #: True when the method's choice reads only the visual tokens and what precedes them, so the pruned
+    #: prefix (system + visual) is the same for every question and may be kept (:mod:`pruning.prefix`);
+    #: False for a method that reads the question (FastV's last prompt token): it always runs single-pass
+    question_independent: ClassVar[bool] = True
 
     def __init__(self, preset: Preset, adapter: FamilyAdapter, shape: LMShape):
         self.preset, self.adapter, self.shape = preset, adapter, shape

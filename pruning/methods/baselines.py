@@ -8,7 +8,8 @@
   receive the most attention from the last prompt token at layer K-1, with
   K*N + (L-K)*R = L*r*N. Only that one query row is computed, from layer K-1's q/k projections
   rotated with the rotary embeddings that layer received — no attention weights are requested, so
-  it runs under SDPA / FlashAttention too (FastV, ECCV 2024).
+  it runs under SDPA / FlashAttention too (FastV, ECCV 2024). Its choice reads the question (the last prompt
+  token), so it keeps no reusable prefix: every FastV answer is one single-pass prefill.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class DivPruneMethod(_BeforeLLM):
 class FastVMethod(Method):
     name = "fastv"
     description = "at layer K keep the visual tokens the last prompt token attends to most at layer K-1"
+    question_independent = False  # the last prompt token is the question's: no prefix is kept
 
     def __init__(self, preset, adapter, shape):
         super().__init__(preset, adapter, shape)

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
+from pruning.compat import TOKEN_INPUTS
+
 from ..errors import InputError, input_fault
 from ..media.video import Visual, check_frame_size, shown_path
 from ..options import check_frame_options, check_text
 
-__all__ = ["Prepared", "PromptingMixin"]
+__all__ = ["Prepared", "PromptingMixin", "without_pixels"]
 
 
 @dataclass
@@ -78,7 +80,7 @@ class PromptingMixin:
         )
         return self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels)
 
-    def prepare_chat(
+    def prepare_prompt(
         self,
         visual: Visual,
         messages: list[dict],
@@ -86,13 +88,31 @@ class PromptingMixin:
         max_pixels: int | None = None,
         min_pixels: int | None = None,
     ) -> Prepared:
+        """The token inputs only (``input_ids``, ``attention_mask``, ``mm_token_type_ids``, the grids: no pixels) of
+        :meth:`prepare_chat`'s prompt: what a question on a kept prefix needs. A video's processor runs on a
+        ``meta`` clip of its frames' shape (text and grid only, no pixel work); an image is processed again
+        (the processor needs it whole). ``visual.frames`` may itself be a ``meta`` tensor (:func:`without_pixels`)."""
+        if visual.kind == "video":
+            visual = without_pixels(visual)
+        return self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels, tokens_only=True)
+
+    def prepare_chat(
+        self,
+        visual: Visual,
+        messages: list[dict],
+        *,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+        tokens_only: bool = False,
+    ) -> Prepared:
         """Like :meth:`prepare`, for a whole conversation about one visual (the server's multi-turn chat).
 
         ``messages``: Hugging Face chat format, ``[{"role": "system" | "user" | "assistant", "content":
         [{"type": "text", "text": ...} | {"type": "image" | "video"}, ...]}, ...]``, ending with a user
         turn; exactly one visual part in all, of ``visual.kind``, in a user turn. Rendered through the
         checkpoint's own chat template, so ``[system?, user: [visual, text]]`` gives exactly the inputs
-        :meth:`prepare` gives. ``Prepared.question`` is the text of the last user turn.
+        :meth:`prepare` gives. ``Prepared.question`` is the text of the last user turn. ``tokens_only``: keep
+        only the inputs with one entry per prompt token (:meth:`prepare_prompt`).
         """
         check_frame_options(max_pixels=max_pixels, min_pixels=min_pixels)
         check_frame_size(visual.width, visual.height, f"{visual.kind} {shown_path(visual.path)}")
@@ -133,9 +153,18 @@ class PromptingMixin:
         inputs = {
             k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
             for k, v in batch.items()
-            if isinstance(v, torch.Tensor)
+            if isinstance(v, torch.Tensor) and (not tokens_only or k in TOKEN_INPUTS or k.endswith("_grid_thw"))
         }
         return Prepared(inputs, visual, question, time.perf_counter() - started, warnings)
+
+
+def without_pixels(visual: Visual) -> Visual:
+    """A video ``visual`` with its frames replaced by a ``meta`` tensor of their shape and no preprocessed
+    pixels: enough to render prompts about it (:meth:`PromptingMixin.prepare_prompt`), holding no pixel memory."""
+    if visual.kind != "video" or (isinstance(visual.frames, torch.Tensor) and visual.frames.is_meta):
+        return visual
+    shape = tuple(visual.frames.shape)
+    return dataclasses.replace(visual, frames=torch.empty(shape, dtype=torch.uint8, device="meta"), processed=None)
 
 
 def _check_messages(messages) -> None:

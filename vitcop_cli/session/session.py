@@ -3,8 +3,9 @@
 Contract: built by :func:`vitcop_cli.session.loading.load` (or directly, around any supported
 model, as ``benchmarks/gpu_suite.py`` does). Its prompt side is :mod:`.prompting`, its generation
 side :mod:`.generation`; this module holds what the model is (type, dtype, depth, positions), the
-preset check against its depth, and :meth:`Session.ask` = decode + prepare + generate, with every
-option checked before anything is decoded.
+preset check against its depth, :meth:`Session.open` (decode, prepare and prune a clip once, keep its
+pruned prefix: a :class:`~vitcop_cli.session.pruned_clip.PrunedClip` to ask many questions) and
+:meth:`Session.ask` = open + one question, with every option checked before anything is decoded.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from pruning.presets import Preset, PresetError
 from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
 from ..errors import InputError
 from ..options import check_frame_options, check_generation_options, check_text
+from ..media.video import Visual
 from ..result import AskResult
 from .choices import as_preset, check_method
 from .generation import GenerationMixin
 from .ingest import IngestMixin
 from .prompting import PromptingMixin
+from .pruned_clip import PrunedClip
 from .runtime import Clock, MemoryMeter
 
 __all__ = ["Session"]
@@ -79,6 +82,62 @@ class Session(IngestMixin, PromptingMixin, GenerationMixin):
                 raise InputError(f"{exc}; model {self.name}") from None
         return preset
 
+    def open(
+        self,
+        video: str | Path,
+        *,
+        preset: str | Preset = DEFAULT_PRESET,
+        method: str = DEFAULT_METHOD,
+        fps: float | None = None,
+        frames: int | None = None,
+        max_frames: int = 768,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+        system: str | None = None,
+        resize: str = "fast",
+        decoder: str | None = None,
+        decode_device: str = "cpu",
+    ) -> PrunedClip:
+        """Decode ``video`` (a clip or an image file), encode and prune it once under ``preset`` / ``method``
+        with the system prompt ``system``; ask the returned :class:`PrunedClip` as many questions as you like,
+        each answered on the kept pruned prefix. Every option is checked before anything is decoded."""
+        preset = self.check_preset(preset)
+        check_method(method)
+        check_frame_options(fps=fps, frames=frames, max_frames=max_frames)
+        check_text(system, "the system prompt")
+        started = time.perf_counter()
+        visual = self.load_visual(video, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
+                                  min_pixels=min_pixels, resize=resize, decoder=decoder, decode_device=decode_device)
+        return self.open_visual(visual, preset=preset, method=method, system=system, max_pixels=max_pixels,
+                                min_pixels=min_pixels, video_decode_s=time.perf_counter() - started)
+
+    def open_visual(
+        self,
+        visual: Visual,
+        *,
+        preset: str | Preset = DEFAULT_PRESET,
+        method: str = DEFAULT_METHOD,
+        system: str | None = None,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+        video_decode_s: float = 0.0,
+    ) -> PrunedClip:
+        """:meth:`open` for an already decoded ``visual``; ``video_decode_s``: what decoding it took (charged to
+        the first answer)."""
+        preset = self.check_preset(preset)
+        check_method(method)
+        check_text(system, "the system prompt")
+        clip = PrunedClip(self, visual, None, preset=preset, method=method, system=system, max_pixels=max_pixels,
+                          min_pixels=min_pixels, video_decode_s=video_decode_s)
+        # the prompt's system + visual part (its text after the visual is not prefilled)
+        messages = [*clip.messages("")[:-1], {"role": "user", "content": [{"type": visual.kind}]}]
+        prepared = self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels)
+        kept = self.build_prefix(prepared, preset=preset, method=method, video_decode_s=video_decode_s)
+        if kept is None:
+            return clip
+        return PrunedClip(self, visual, kept, preset=preset, method=method, system=system, max_pixels=max_pixels,
+                          min_pixels=min_pixels)
+
     def ask(
         self,
         video: str | Path,
@@ -101,30 +160,18 @@ class Session(IngestMixin, PromptingMixin, GenerationMixin):
         decoder: str | None = None,
         decode_device: str = "cpu",
     ) -> AskResult:
-        """Answer ``question`` about ``video`` (a clip or an image file). ``resize`` / ``decoder`` /
-        ``decode_device``: how the clip is decoded (:meth:`load_visual`)."""
-        preset = self.check_preset(preset)  # fail on a bad preset / method / length before decoding anything
+        """Answer ``question`` about ``video`` (a clip or an image file): :meth:`open` then
+        :meth:`PrunedClip.ask` (``result.prefix.reused`` is false: the prefix is built for this question).
+        ``resize`` / ``decoder`` / ``decode_device``: how the clip is decoded (:meth:`load_visual`)."""
+        self.check_preset(preset)  # fail on a bad preset / method / length before decoding anything
         check_method(method)
-        check_frame_options(fps=fps, frames=frames, max_frames=max_frames)
         check_generation_options(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         check_text(question)
-        check_text(system, "the system prompt")
         self.check_lengths(max_new_tokens)
         if not question.strip():
             raise InputError("the question is empty")
-        started = time.perf_counter()
-        visual = self.load_visual(video, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
-                                  min_pixels=min_pixels, resize=resize, decoder=decoder, decode_device=decode_device)
-        decode_s = time.perf_counter() - started
-        prepared = self.prepare(visual, question, system=system, max_pixels=max_pixels, min_pixels=min_pixels)
-        return self.generate(
-            prepared,
-            preset=preset,
-            method=method,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            on_text=on_text,
-            video_decode_s=decode_s,
-            seed=seed,
-        )
+        clip = self.open(video, preset=preset, method=method, fps=fps, frames=frames, max_frames=max_frames,
+                         max_pixels=max_pixels, min_pixels=min_pixels, system=system, resize=resize, decoder=decoder,
+                         decode_device=decode_device)
+        return clip.ask(question, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        on_text=on_text, seed=seed)

@@ -1,0 +1,103 @@
+"""A pruned prefix: system prompt + visual, prefilled once under a preset, kept to answer many questions.
+
+Why reuse is exact (``shared/spec/VITCOP.md``, "Question independence"): every score ViTCoP reads
+(Stage-I saliency, VIC features, key norms at Ls-1 and Ld-1) comes from visual tokens, and with the visual
+placed before the question under causal attention, those tokens — and every survivor's KV entry — depend
+only on what precedes them. So the prefill of tokens ``[0, P)`` (P = one past the last visual placeholder)
+is the same for every question, and a question only has to prefill its own tokens ``[P, S)`` against it.
+
+Contract:
+- :func:`prefix_end` ``(adapter, input_ids (1, S)) -> P``: one past the last visual placeholder (0: none).
+- :class:`PrunedPrefix`: what :meth:`pruning.engine.PruningHandle.build_prefix` keeps after prefilling
+  ``[0, P)``: the prefix's ``input_ids`` (1, P), the KV cache of exactly the survivors per layer (a hybrid
+  model's linear layers: their conv / recurrent state at the prefix end), the engine's bookkeeping of
+  that prefill (:class:`~pruning.survivors.PrefillState`; None when nothing was pruned), the position state
+  continuing the cache needs (M-RoPE deltas; :func:`pruning.compat.position_state`), the preset / method it
+  was built under, N and the encoder patches (for reports). It is immutable: a question runs on
+  :meth:`PrunedPrefix.fork`, a copy, so answering never changes it.
+- :meth:`PrunedPrefix.covers` ``(input_ids (1, S))``: the prompt's first P tokens are exactly the prefix's
+  — the only condition under which the prefix may be used (anything else is a miss, never an approximation).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from . import compat
+from .survivors import PrefillState
+
+__all__ = ["PrunedPrefix", "prefix_end"]
+
+
+def prefix_end(adapter, input_ids: torch.Tensor) -> int:
+    """P: one past the last image / video placeholder of ``input_ids`` (1, S); 0 when there is none."""
+    where = adapter.visual_mask(input_ids)[0].nonzero().flatten()
+    return int(where[-1]) + 1 if where.numel() else 0
+
+
+@dataclass(frozen=True)
+class PrunedPrefix:
+    """The prefill of a prompt's system + visual tokens under one preset / method (see the module docstring).
+
+    input_ids (1, P); cache: the survivors' KV cache (never extended; use :meth:`fork`); state: the
+    engine's record of the prefix prefill (None when nothing was pruned: identity presets); position: the
+    position state to restore before continuing (``{"rope_deltas": (1, 1)}`` or {}); n_visual: N;
+    encoder_patches: (total, encoded) of the prefix's encoder calls, or None."""
+
+    input_ids: torch.Tensor
+    cache: object
+    state: PrefillState | None
+    position: dict = field(default_factory=dict)
+    preset: str = ""
+    method: str = ""
+    n_visual: int = 0
+    encoder_patches: tuple[int, int] | None = None
+
+    @property
+    def length(self) -> int:
+        """P: prompt tokens the prefix covers."""
+        return int(self.input_ids.shape[1])
+
+    def cache_lengths(self, layers: int) -> list[int]:
+        """Tokens each of ``layers`` decoder layers holds for the prefix (all P when nothing was pruned)."""
+        if self.state is None:
+            return [self.length] * layers
+        return [self.state.cached(layer).numel() for layer in range(layers)]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cache's tensors (what keeping the prefix costs)."""
+        return sum(t.numel() * t.element_size() for t in compat.cache_tensors(self.cache).values() if t is not None)
+
+    @property
+    def nbytes_unpruned(self) -> int:
+        """Bytes the same prefix would take unpruned: every softmax layer holding all P tokens (a linear
+        layer's state has the same size either way)."""
+        total = 0
+        for name, t in compat.cache_tensors(self.cache).items():
+            if t is None:
+                continue
+            size = t.numel() * t.element_size()
+            if name.endswith((".keys", ".values")) and t.shape[-2]:
+                size = size // t.shape[-2] * self.length
+            total += size
+        return total
+
+    def covers(self, input_ids: torch.Tensor) -> bool:
+        """True when ``input_ids`` (1, S) starts with exactly this prefix and has tokens after it."""
+        p = self.length
+        return (
+            input_ids.shape[0] == 1 and input_ids.shape[1] > p
+            and torch.equal(input_ids[:, :p].to(self.input_ids.device), self.input_ids)
+        )
+
+    def fork(self) -> tuple[object, PrefillState | None]:
+        """A copy of the cache and of the bookkeeping that a question may extend (the prefix stays as it is)."""
+        state = None
+        if self.state is not None:
+            state = copy.copy(self.state)
+            state.decoded, state.question_len, state.gathered = 0, 0, None
+        return compat.copy_cache(self.cache), state
