@@ -160,15 +160,19 @@ def copy_cache(cache):
     return copy.deepcopy(cache)
 
 
-def cache_tensors(cache) -> dict[str, "torch.Tensor"]:
+def cache_tensors(cache) -> dict:
     """Every tensor a DynamicCache holds, by a stable name: ``{i}.keys`` / ``{i}.values`` for a softmax
     layer (b, H_kv, S_i, d), ``{i}.conv`` / ``{i}.recurrent`` for a linear-attention layer (its state at the
-    last token). The cache's bytes, and its content on disk (:func:`cache_from_tensors` rebuilds it)."""
+    last token) and ``{i}.length`` (a 0-d int64: the tokens it has seen, ``cumulative_length_linear``, what
+    ``cache.get_seq_length(i)`` answers and ``generate`` reads as the past length when layer 0 is linear).
+    The cache's bytes, and its content on disk (:func:`cache_from_tensors` rebuilds it, every layer's
+    attributes equal to the original's)."""
     out = {}
     for i, entry in enumerate(cache.layers):
         if hasattr(entry, "recurrent_states"):
             out[f"{i}.conv"] = entry.conv_states[0]
             out[f"{i}.recurrent"] = entry.recurrent_states[0]
+            out[f"{i}.length"] = entry.cumulative_length_linear
         else:
             out[f"{i}.keys"] = entry.keys
             out[f"{i}.values"] = entry.values
@@ -182,12 +186,13 @@ def cache_from_tensors(config, tensors: dict) -> object:
     used = set()
     for i, entry in enumerate(cache.layers):
         if hasattr(entry, "recurrent_states"):
-            conv, rec = tensors.get(f"{i}.conv"), tensors.get(f"{i}.recurrent")
-            if conv is None or rec is None:
+            conv, rec, seen = (tensors.get(f"{i}.{name}") for name in ("conv", "recurrent", "length"))
+            if conv is None or rec is None or seen is None or seen.numel() != 1:
                 raise ValueError(f"layer {i}: no linear-attention state")
-            entry.update_conv_state(conv)
+            entry.update_conv_state(conv)  # a prefill's update: sets has_previous_state, counts conv's width
             entry.update_recurrent_state(rec)
-            used |= {f"{i}.conv", f"{i}.recurrent"}
+            entry.cumulative_length_linear.copy_(seen.reshape(()))  # the tokens the layer really saw
+            used |= {f"{i}.conv", f"{i}.recurrent", f"{i}.length"}
         else:
             keys, values = tensors.get(f"{i}.keys"), tensors.get(f"{i}.values")
             if keys is None or values is None:

@@ -64,6 +64,8 @@ Index spaces: "orig" = the prompt as tokenised (length S); "seq" = the sequence 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from . import compat, survivors
@@ -71,12 +73,18 @@ from .adapters import adapter_for
 from .encoder_reuse import EncoderReuse
 from .methods import EntryContext, LayerContext, method_class
 from .prefill_report import build_report
-from .prefix import PrunedPrefix
+from .prefix import PrunedPrefix, pixels_digest
 from .presets import Preset
 from .stats import PruningReport
 from .survivors import PrefillState
 from .timing import Stopwatch
-from .verify import PruningNotApplied, UnsupportedGeneration, check_cache, check_prefill, fail
+from .verify import (
+    PruningNotApplied,
+    UnsupportedGeneration,
+    check_cache,
+    check_prefill,
+    fail,
+)
 
 __all__ = ["PruningHandle", "PruningNotApplied", "PrunedPrefix", "UnsupportedGeneration", "attach"]
 
@@ -187,12 +195,14 @@ class PruningHandle:
         cache = compat.output_cache(out)
         if cache is None:
             raise fail("the prefix prefill returned no KV cache")
-        state = self.last if not self.method.is_identity else None
+        # the record the question needs; the DeepStack rows and gathered rope / masks served the prefill only
+        state = None if self.method.is_identity or self.last is None else \
+            dataclasses.replace(self.last, additions={}, gathered=None)
         n = state.n_visual if state is not None else (self.n_observed or 0)
         return PrunedPrefix(
             input_ids=part[compat.INPUT_IDS].clone(), cache=cache, state=state,
             position=compat.position_state(self.model), preset=self.preset.label, method=self.method.name,
-            n_visual=n, encoder_patches=self.encoder_patches,
+            n_visual=n, encoder_patches=self.encoder_patches, pixels=pixels_digest(inputs),
         )
 
     def continue_prefix(self, prefix: PrunedPrefix):

@@ -8,6 +8,10 @@ is the same for every question, and a question only has to prefill its own token
 
 Contract:
 - :func:`prefix_end` ``(adapter, input_ids (1, S)) -> P``: one past the last visual placeholder (0: none).
+- :func:`pixels_digest` ``(inputs) -> str``: a digest of a prompt's pixel inputs and grids ("" when it has
+  none). Placeholder tokens are the same for any clip of one size, so token equality alone cannot tell two
+  clips apart: a prefix records the digest of the pixels it was built from, and a prompt that carries pixels
+  is continued only from a prefix of the same pixels.
 - :class:`PrunedPrefix`: what :meth:`pruning.engine.PruningHandle.build_prefix` keeps after prefilling
   ``[0, P)``: the prefix's ``input_ids`` (1, P), the KV cache of exactly the survivors per layer (a hybrid
   model's linear layers: their conv / recurrent state at the prefix end), the engine's bookkeeping of
@@ -15,13 +19,17 @@ Contract:
   continuing the cache needs (M-RoPE deltas; :func:`pruning.compat.position_state`), the preset / method it
   was built under, N and the encoder patches (for reports). It is immutable: a question runs on
   :meth:`PrunedPrefix.fork`, a copy, so answering never changes it.
-- :meth:`PrunedPrefix.covers` ``(input_ids (1, S))``: the prompt's first P tokens are exactly the prefix's
-  — the only condition under which the prefix may be used (anything else is a miss, never an approximation).
+- :meth:`PrunedPrefix.covers` ``(input_ids (1, S))``: the prompt's first P tokens are exactly the prefix's;
+  :meth:`PrunedPrefix.miss` ``(inputs, preset, method)``: why the prefix may not continue a prompt (None: it
+  may): another preset or method, other tokens before the end of the visual, other pixels. A prompt given
+  without pixels (tokens only) is the caller's promise that it is about the prefix's clip (a
+  ``PrunedClip``, or a key that includes the media's content hash).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -29,13 +37,28 @@ import torch
 from . import compat
 from .survivors import PrefillState
 
-__all__ = ["PrunedPrefix", "prefix_end"]
+__all__ = ["PrunedPrefix", "pixels_digest", "prefix_end"]
 
 
 def prefix_end(adapter, input_ids: torch.Tensor) -> int:
     """P: one past the last image / video placeholder of ``input_ids`` (1, S); 0 when there is none."""
     where = adapter.visual_mask(input_ids)[0].nonzero().flatten()
     return int(where[-1]) + 1 if where.numel() else 0
+
+
+def pixels_digest(inputs: dict) -> str:
+    """BLAKE2b of every ``pixel_values*`` and ``*_grid_thw`` / ``image_sizes`` tensor of ``inputs`` (processor
+    outputs), by name; "" when there are no pixels."""
+    names = sorted(k for k, v in inputs.items() if isinstance(v, torch.Tensor)
+                   and (k.startswith("pixel_values") or k.endswith("_grid_thw") or k == "image_sizes"))
+    if not any(k.startswith("pixel_values") for k in names):
+        return ""
+    h = hashlib.blake2b(digest_size=16)
+    for k in names:
+        t = inputs[k].detach().contiguous().cpu()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -45,7 +68,8 @@ class PrunedPrefix:
     input_ids (1, P); cache: the survivors' KV cache (never extended; use :meth:`fork`); state: the
     engine's record of the prefix prefill (None when nothing was pruned: identity presets); position: the
     position state to restore before continuing (``{"rope_deltas": (1, 1)}`` or {}); n_visual: N;
-    encoder_patches: (total, encoded) of the prefix's encoder calls, or None."""
+    encoder_patches: (total, encoded) of the prefix's encoder calls, or None; pixels: :func:`pixels_digest` of the
+    inputs it was built from."""
 
     input_ids: torch.Tensor
     cache: object
@@ -55,6 +79,7 @@ class PrunedPrefix:
     method: str = ""
     n_visual: int = 0
     encoder_patches: tuple[int, int] | None = None
+    pixels: str = ""  # pixels_digest of the inputs it was built from
 
     @property
     def length(self) -> int:
@@ -93,6 +118,17 @@ class PrunedPrefix:
             input_ids.shape[0] == 1 and input_ids.shape[1] > p
             and torch.equal(input_ids[:, :p].to(self.input_ids.device), self.input_ids)
         )
+
+    def miss(self, inputs: dict, preset: str, method: str) -> str | None:
+        """Why this prefix may not continue the prompt ``inputs`` under ``preset`` / ``method`` (None: it may)."""
+        if (self.preset, self.method) != (preset, method):
+            return f"the kept prefix was built under {self.method} / {self.preset}"
+        if not self.covers(inputs["input_ids"]):
+            return "the prompt's tokens up to the end of the visual differ from the kept prefix's"
+        digest = pixels_digest(inputs)
+        if digest and digest != self.pixels:
+            return "the prompt's pixels differ from the kept prefix's (another clip, or other sampling)"
+        return None
 
     def fork(self) -> tuple[object, PrefillState | None]:
         """A copy of the cache and of the bookkeeping that a question may extend (the prefix stays as it is)."""

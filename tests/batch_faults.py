@@ -26,18 +26,18 @@ if kind == "load" and rank == int(args[0]):
 
     api.load = _load
 elif kind == "kill" and rank == int(args[0]) and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
-    _generate, _calls = api.Session.generate, [0]
+    _answer, _calls = api.Session.answer, [0]  # every answer goes through it (Session.generate included)
 
-    def _killing_generate(self, *a, **k):
+    def _killing_answer(self, *a, **k):
         _calls[0] += 1
         if _calls[0] > int(args[1]):
             if os.environ.get("VITCOP_TEST_FAULT_LOG"):
                 with open(os.environ["VITCOP_TEST_FAULT_LOG"], "a") as log:
                     log.write(f"killed rank {rank} before answer {_calls[0]}\n")
             os.kill(os.getpid(), signal.SIGKILL)
-        return _generate(self, *a, **k)
+        return _answer(self, *a, **k)
 
-    api.Session.generate = _killing_generate
+    api.Session.answer = _killing_answer
 elif kind == "crash-before-merge" and rank == 0:
     _merge, _merges = merging.merge, [0]
 

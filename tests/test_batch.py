@@ -37,10 +37,10 @@ from vitcop_cli.batch import (
     record_key,
     run_batch,
 )
-from vitcop_cli.errors import InputError
+from vitcop_cli.errors import InputError, PrefixMiss
 from vitcop_cli.media.sampling import FrameRule
 from vitcop_cli.media.video import load_visual
-from vitcop_cli.result import AskResult, MemoryReport, PhaseTimes, Timings, TokenCounts, VisualInfo
+from vitcop_cli.result import AskResult, MemoryReport, PhaseTimes, PrefixInfo, Timings, TokenCounts, VisualInfo
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 FRAMES = 4
@@ -302,7 +302,9 @@ def test_aggregate_accuracy_latency_and_tokens():
 
 
 class FakeSession:
-    """``prepare`` / ``generate`` like :class:`vitcop_cli.api.Session`; answers chosen by question text."""
+    """``prepare`` / ``prepare_prompt`` / ``answer`` / ``generate`` like :class:`vitcop_cli.api.Session`; answers
+    chosen by question text. ``answer`` keeps a stand-in prefix per (clip, preset, method) and reuses one it is
+    handed when it matches (a tokens-only prompt without one raises ``PrefixMiss``, as the library does)."""
 
     name = "fake-model"
     frame_rule = FrameRule()  # Qwen's: frames paired into temporal patches
@@ -322,7 +324,27 @@ class FakeSession:
 
     def prepare(self, visual, question, *, system=None, max_pixels=None, min_pixels=None):
         self.prepare_threads.add(threading.current_thread().name)
-        return SimpleNamespace(visual=visual, question=question, preprocess_s=0.01, warnings=[])
+        return SimpleNamespace(visual=visual, question=question, preprocess_s=0.01, warnings=[], system=system,
+                               tokens_only=False)
+
+    def prepare_prompt(self, visual, messages, *, max_pixels=None, min_pixels=None):
+        self.prepare_threads.add(threading.current_thread().name)
+        system = messages[0]["content"][0]["text"] if messages[0]["role"] == "system" else None
+        return SimpleNamespace(visual=visual, question=messages[-1]["content"][-1]["text"], preprocess_s=0.001,
+                               warnings=[], system=system, tokens_only=True)
+
+    def answer(self, prepared, *, preset, method, prefix=None, source="memory", **options):
+        ident = (prepared.visual.path, prepared.system, preset.label, method)
+        reuse = prefix is not None and prefix.ident == ident
+        if prepared.tokens_only and not reuse:
+            raise PrefixMiss("the kept prefix does not cover this prompt, and it carries no pixels")
+        result = self.generate(prepared, preset=preset, method=method, **options)
+        kept = prefix if reuse else SimpleNamespace(ident=ident, total_s=0.25)
+        result.prefix = PrefixInfo(kept=True, reused=reuse, source=source if reuse else "built", tokens=110,
+                                   kv_tokens=[110, 40], bytes=4096, bytes_unpruned=8192,
+                                   saved_s=kept.total_s if reuse else 0.0,
+                                   reason="a miss" if prefix is not None and not reuse else None)
+        return result, kept
 
     def generate(self, prepared, *, preset, method, max_new_tokens, temperature, top_p, video_decode_s, seed=None):
         q = prepared.question.splitlines()[0]

@@ -11,6 +11,7 @@ from PIL import Image
 from vitcop_cli.defaults import DEFAULT_METHOD, DEFAULT_PRESET
 from vitcop_cli.errors import InputError
 from vitcop_eval.options import (
+    GenerationSettings,
     ModelArgs,
     cut_at_stop,
     generation_settings,
@@ -18,7 +19,7 @@ from vitcop_eval.options import (
     preset_name,
     question_text,
 )
-from vitcop_eval.report import run_averages, sample_report
+from vitcop_eval.report import prefix_totals, run_averages, sample_report
 from vitcop_eval.visuals import to_visual
 
 # ---- model arguments ----------------------------------------------------------------------------
@@ -168,6 +169,113 @@ def test_sample_report_carries_tokens_per_stage_and_ttft(sessions, image):
     assert averages["vitcop_ttft_s"] == pytest.approx(result.timings.ttft_s)
     assert averages["vitcop_visual_tokens_after_stage3"] == p.after_stage3
     assert run_averages([]) == {}
+
+
+# ---- consecutive documents about one visual share its pruned prefix (vitcop_eval.answering) -------
+
+
+def _settings(frames: int | None = 4) -> GenerationSettings:
+    return GenerationSettings(max_new_tokens=3, temperature=0.0, top_p=None, stop=(), frames=frames)
+
+
+def _docs(clip, image):
+    """(doc_to_visual's value, question, settings) of six documents, as a task would hand them in turn."""
+    pil = Image.open(image).convert("RGB")
+    return [
+        ([str(clip)], "What moves?", _settings()),
+        ([str(clip)], "Which colour is the circle?", _settings()),  # the same clip and options: reused
+        ([str(clip)], "How many shapes?", _settings(6)),  # the task asks for other frames: fresh
+        ([pil], "What colour is the square?", _settings(None)),
+        ([pil.copy()], "Where is the square?", _settings(None)),  # an equal image: reused
+        ([str(image)], "What is it?", _settings(None)),  # the same picture, but a file: fresh
+    ]
+
+
+@pytest.fixture(scope="module")
+def plain_answers(sessions, clip, image):
+    """Every document answered afresh (``reuse=False``): (results, decodes)."""
+    from vitcop_eval.answering import DocAnswerer
+
+    session = sessions["qwen2_vl"]
+    answerer = DocAnswerer(session, ModelArgs(pretrained="m"), session.check_preset("1_9"), reuse=False)
+    return [answerer.answer(raw, q, st) for raw, q, st in _docs(clip, image)]
+
+
+def test_documents_about_one_visual_reuse_its_prefix_with_the_fresh_answers(sessions, clip, image, plain_answers,
+                                                                            monkeypatch):
+    from vitcop_eval.answering import DocAnswerer
+
+    session = sessions["qwen2_vl"]
+    decoded = []
+    load = session.load_visual
+    monkeypatch.setattr(session, "load_visual", lambda path, **kw: decoded.append(path) or load(path, **kw))
+    args = ModelArgs(pretrained="m")
+    assert args.resize == "exact"  # the plugin's default: the reference preprocessing
+    answerer = DocAnswerer(session, args, session.check_preset("1_9"))
+    results = [answerer.answer(raw, q, st) for raw, q, st in _docs(clip, image)]
+    assert [r.prefix.reused for r in results] == [False, True, False, False, True, False]
+    assert [r.prefix.reused for r in plain_answers] == [False] * 6
+    assert [r.generated_ids for r in results] == [r.generated_ids for r in plain_answers]
+    assert [r.prefix.kv_tokens for r in results] == [r.prefix.kv_tokens for r in plain_answers]
+    assert [r.tokens for r in results] == [r.tokens for r in plain_answers]
+    assert [r.visual.frames for r in results] == [4, 4, 6, 1, 1, 1]
+    assert len(decoded) == 3  # the clip at 4 and 6 frames, the image file: a reused document is not decoded
+    assert results[1].timings.video_decode_s == 0.0 and results[1].prefix.saved_s > 0
+    assert (answerer.answers, answerer.reuses) == (6, 2)
+    assert answerer.saved_s == pytest.approx(results[1].prefix.saved_s + results[4].prefix.saved_s)
+    # the run log and the throughput block
+    reports = [sample_report(r) for r in results]
+    assert reports[1]["prefix"]["reused"] is True and reports[0]["prefix"]["source"] == "built"
+    assert prefix_totals(reports) == (2, pytest.approx(answerer.saved_s))
+    averages = run_averages(reports)
+    assert averages["vitcop_prefix_reuse_ratio"] == pytest.approx(2 / 6)
+    assert averages["vitcop_prefix_saved_s"] == pytest.approx(answerer.saved_s / 6)
+    answerer.drop()
+    assert not answerer.answer(*_docs(clip, image)[1]).prefix.reused  # nothing held after drop()
+
+
+def test_keys_tell_apart_what_changes_the_prefix(sessions, clip, image, tmp_path):
+    from vitcop_eval.answering import DocAnswerer, media_identity
+
+    session = sessions["qwen2_vl"]
+    preset = session.check_preset("1_9")
+    key = DocAnswerer(session, ModelArgs(pretrained="m"), preset).key
+    base = key([str(clip)], _settings())
+    others = [
+        key(str(clip), _settings(6)),
+        DocAnswerer(session, ModelArgs(pretrained="m", system="Be brief."), preset).key([str(clip)], _settings()),
+        DocAnswerer(session, ModelArgs(pretrained="m", resize="fast"), preset).key([str(clip)], _settings()),
+        DocAnswerer(session, ModelArgs(pretrained="m", method="divprune"), preset).key([str(clip)], _settings()),
+        DocAnswerer(session, ModelArgs(pretrained="m"), session.check_preset("1_3")).key([str(clip)], _settings()),
+    ]
+    assert key(str(clip), _settings()) == base and len({base, *others}) == 6
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(clip.read_bytes())
+    assert media_identity([str(copy)]) != media_identity([str(clip)])  # another file: its own prefix
+    pil = Image.open(image).convert("RGB")
+    edited = pil.copy()
+    edited.putpixel((0, 0), (1, 2, 3))
+    assert media_identity(pil) == media_identity([pil.copy()]) != media_identity(edited)
+    for raw in ([], [str(clip), str(clip)], [{"array": [0.0]}], ["/no/such/clip.mp4"]):
+        assert media_identity(raw) is None  # no key: to_visual refuses it
+
+
+def test_a_prefix_that_does_not_cover_the_prompt_is_answered_afresh(sessions, clip, image, plain_answers,
+                                                                       monkeypatch):
+    from vitcop_eval.answering import DocAnswerer
+
+    session = sessions["qwen2_vl"]
+    answerer = DocAnswerer(session, ModelArgs(pretrained="m"), session.check_preset("1_9"))
+    render = session.prepare_prompt
+
+    def other_system(visual, messages, **kw):  # a prompt whose tokens before the visual differ
+        return render(visual, [{"role": "system", "content": [{"type": "text", "text": "Other."}]}, *messages], **kw)
+
+    monkeypatch.setattr(session, "prepare_prompt", other_system)
+    first, second = (answerer.answer(*doc) for doc in _docs(clip, image)[:2])
+    assert (second.prefix.reused, second.prefix.source, answerer.reuses) == (False, "built", 0)
+    assert [first.generated_ids, second.generated_ids] == [r.generated_ids for r in plain_answers[:2]]
+    assert second.timings.video_decode_s > 0  # decoded again for the fresh answer
 
 
 # ---- the local lmms-eval task's scorer (tests/lmms_eval_task/utils.py) --------------------------

@@ -74,6 +74,9 @@ def test_unpruned_run_reports_accuracy_and_full_token_counts(tiny_models, tmp_pa
     reports = vitcop_reports(samples["vitcop_local_mc"])
     # model_args fps=1, max_frames=6: shapes.mp4 (8 s) -> 6 frames, bounce.mp4 (6 s) -> 6, scene.png -> 1 image
     assert [(r["visual"]["kind"], r["visual"]["frames"]) for r in reports] == [("video", 6), ("video", 6), ("video", 6), ("image", 1)]
+    # the second question on shapes.mp4 follows the first: answered on its pruned prefix, not decoded again
+    assert [r["prefix"]["reused"] for r in reports] == [False, True, False, False]
+    assert reports[1]["timings"]["video_decode_s"] == 0.0 and reports[1]["prefix"]["saved_s"] > 0
     for r in reports:
         assert r["preset"] == "none"
         stages = r["visual_tokens"]

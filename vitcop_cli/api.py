@@ -17,6 +17,9 @@ module per job:
   inputs under a pruning preset -> :class:`AskResult` with timings (CUDA synchronized before every
   clock read), peak memory and the pruning report.
 - ``Session.ask`` (:mod:`~vitcop_cli.session.session`) = decode + prepare + generate.
+- ``PrefixStore(dir, max_bytes=)`` (:mod:`~vitcop_cli.session.prefix_store`): the on-disk prefix cache
+  (``--prefix-cache DIR``); ``Session.open(video, ..., prefix_store=store)`` reads a clip's pruned prefix from it
+  (no decode, no prefill) or builds and saves it.
 - ``check_preset`` / ``check_method`` / ``list_methods`` (:mod:`~vitcop_cli.session.choices`),
   ``model_identity``, ``quiet_library_logs``, ``preset_table``.
 """
@@ -28,11 +31,12 @@ from .models.preset_table import PresetRow, preset_table  # ``vitcop presets`` (
 from .result import AskResult
 from .session.choices import check_method, check_preset, list_methods
 from .session.loading import load, model_identity, quiet_library_logs
+from .session.prefix_store import PrefixStore
 from .session.prompting import Prepared
 from .session.session import Session
 
 __all__ = [
-    "DEFAULT_METHOD", "DEFAULT_MODEL", "DEFAULT_PRESET", "AskResult", "Prepared", "PresetRow", "Session",
-    "check_method", "check_preset", "list_methods", "load", "model_identity", "preset_table",
+    "DEFAULT_METHOD", "DEFAULT_MODEL", "DEFAULT_PRESET", "AskResult", "PrefixStore", "Prepared", "PresetRow",
+    "Session", "check_method", "check_preset", "list_methods", "load", "model_identity", "preset_table",
     "quiet_library_logs",
 ]

@@ -1,7 +1,7 @@
 """``vitcop`` command line: parse, call the library (:mod:`vitcop_cli.api`), render. Nothing else.
 
-``ask``, ``presets``, ``methods``, ``models`` and ``dev make-model`` live here; ``batch``, ``profile``, ``serve``
-and ``doctor`` live in their subpackages (``<package>/cli.py``) and are registered below. What they
+``ask``, ``presets``, ``methods``, ``models`` and ``dev make-model`` live here; ``batch``, ``profile``, ``serve``,
+``chat`` and ``doctor`` live in their subpackages (``<package>/cli.py``) and are registered below. What they
 share (the stderr console, the one-line failure, the pre-load checks) is :mod:`vitcop_cli.cli.common`.
 
 Exit statuses: 0 success, 2 usage / input errors, 1 runtime failures. Expected failures print one
@@ -10,6 +10,7 @@ line on stderr; ``--debug`` shows the full traceback of anything.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import nullcontext
@@ -21,8 +22,19 @@ from rich.console import Console
 from rich.markup import escape
 
 from .batch.cli import batch_cmd
+from .chat.cli import chat_cmd
 from .cli import option_types as o
-from .cli.common import check_local_media, check_model, err, fail, media_file, read_question, state
+from .cli.common import (
+    check_local_media,
+    check_model,
+    check_prefix_cache,
+    err,
+    fail,
+    media_file,
+    prefix_store,
+    read_question,
+    state,
+)
 from .cli.help_format import VitcopGroup
 from .doctor.cli import doctor_cmd
 from .errors import InputError
@@ -65,7 +77,10 @@ def ask(
         help="A video (mp4, mkv, webm, avi, mov, ...) or image (jpg, png, webp) file, or an http(s):// URL "
         "(no user:password@). Images up to 50 megapixels; images and frames up to a 200:1 aspect ratio.",
     ),
-    question: str = typer.Argument(..., metavar="QUESTION", help="The question to ask about it; - reads it from stdin."),
+    questions: list[str] = typer.Argument(
+        ..., metavar="QUESTION",
+        help="One or more questions to ask about it, answered in order; - reads one question from stdin.",
+    ),
     model: o.Model = o.DEFAULT_MODEL,
     preset: o.Preset = "1_3",
     method: o.Method = "vitcop",
@@ -85,14 +100,22 @@ def ask(
     resize: o.Resize = "fast",
     decoder: o.Decoder = "decord",
     decode_device: o.DecodeDevice = "cpu",
+    prefix_cache: o.PrefixCache = None,
+    prefix_cache_gb: o.PrefixCacheGb = 4.0,
     stream: bool = typer.Option(True, "--stream/--no-stream", help="Stream the answer as it is generated."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object (answer + full report) on stdout."),
+    json_out: bool = typer.Option(
+        False, "--json",
+        help="Print one JSON object (answer + full report) on stdout; with several questions one compact JSON "
+        "object per line, in question order.",
+    ),
     offline: o.Offline = False,
     debug: o.Debug = False,
 ) -> None:
-    """Answer QUESTION about VIDEO; the answer goes to stdout, the cost report to stderr.
+    """Answer each QUESTION about VIDEO, in order; answers go to stdout, the cost report to stderr.
 
-    With --json: one JSON object on stdout (answer and whole report); each warning also goes to stderr as one 'warning: ...' line.
+    The clip is decoded once and its pruned prefix (system prompt + visual tokens, prefilled once under the preset) is kept: every question is answered on that one prefix, exactly as if asked alone. With several questions each answer is labelled with its question and its report says whether the prefix was reused and the time that saved; a failure stops at that question, the answers before it printed.
+
+    With --json: one JSON object on stdout (answer and whole report), one compact line per question when there are several; each warning also goes to stderr as one 'warning: ...' line.
     """
     state["debug"] = debug
     try:
@@ -103,7 +126,7 @@ def ask(
 
             _one_of("--preset", preset, "preset")
             _one_of("--method", method, "method")
-            question = read_question(question)
+            questions = _read_questions(questions)
             options.check_text(system, "--system")
             options.check_run_options(  # fail fast (no torch imported yet), before loading a model
                 [preset], [method], fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
@@ -111,34 +134,58 @@ def ask(
                 seed=seed, system=system, resize=resize, decoder=decoder, decode_device=decode_device,
             )
             check_local_media(video)
+            check_prefix_cache(prefix_cache, prefix_cache_gb)
             offline = check_model(model, offline)
             media = media_file(video, progress=not json_out)
             from . import api
             from .cli import report
+            from .cli.answer_lines import prefix_line
 
             api.quiet_library_logs(debug)
             with err.status(f"loading {escape(model)} …", spinner="dots") if not json_out else nullcontext():
                 session = api.load(model, device=device, dtype=dtype, attn=attn, offline=offline)
             startup_s = _since_process_start()
-            streaming = stream and not json_out
-            result = session.ask(
-                media, question, preset=preset, method=method, fps=fps, frames=frames, max_frames=max_frames,
-                max_pixels=max_pixels, min_pixels=min_pixels, system=system, max_new_tokens=max_new_tokens,
-                temperature=temperature, top_p=top_p, on_text=_write_stdout if streaming else None, seed=seed,
-                resize=resize, decoder=decoder, decode_device=decode_device,
+            session.check_lengths(max_new_tokens)  # before the clip is decoded (open checks the rest)
+            clip = session.open(
+                media, preset=preset, method=method, fps=fps, frames=frames, max_frames=max_frames,
+                max_pixels=max_pixels, min_pixels=min_pixels, system=system, resize=resize, decoder=decoder,
+                decode_device=decode_device, prefix_store=prefix_store(prefix_cache, prefix_cache_gb),
             )
-            result.timings.startup_s = startup_s
-            if json_out:
-                print(report.to_json(result))
-                for w in result.warnings:  # also in the JSON; stderr keeps them visible, one line each
-                    print(f"warning: {' '.join(w.split())}", file=sys.stderr)
-                return
-            print("" if streaming else result.answer, flush=True)
-            report.render(result, err)
+            streaming = stream and not json_out
+            several = len(questions) > 1
+            warned: set[str] = set()
+            for i, question in enumerate(questions, 1):
+                if several and not json_out:  # label the answer with its question (a blank line between)
+                    gap = "\n" if i > 1 else ""
+                    print(f"{gap}Q{i}: {' '.join(question.split())}", flush=True)
+                result = clip.ask(
+                    question, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    on_text=_write_stdout if streaming else None, seed=seed,
+                )
+                if i == 1:
+                    result.timings.startup_s = startup_s  # the process start-up is the first answer's wait
+                if json_out:
+                    print(json.dumps(result.to_dict()) if several else report.to_json(result), flush=True)
+                    for w in result.warnings:  # also in the JSON; stderr keeps them visible, one line each, once
+                        if w not in warned:
+                            warned.add(w)
+                            print(f"warning: {' '.join(w.split())}", file=sys.stderr)
+                    continue
+                print("" if streaming else result.answer, flush=True)
+                report.render(result, err)
+                label = f"answer {i}/{len(questions)}" if several else ""
+                err.print(escape(prefix_line(result, label)), highlight=False)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the CLI boundary
         if isinstance(exc, typer.Exit):
             raise
         fail(exc)
+
+
+def _read_questions(questions: list[str]) -> list[str]:
+    """Every QUESTION checked (text, not empty) before anything loads; ``-`` (once at most) read from stdin."""
+    if questions.count("-") > 1:
+        raise InputError("QUESTION - (stdin) can be given once; stdin holds one question")
+    return [read_question(q) for q in questions]
 
 
 def _one_of(option: str, value: str, what: str) -> None:
@@ -280,6 +327,7 @@ def make_model_cmd(
 app.command("batch")(batch_cmd)
 app.command("profile")(profile_cmd)
 app.command("serve")(serve_cmd)
+app.command("chat")(chat_cmd)
 app.command("doctor")(doctor_cmd)
 
 

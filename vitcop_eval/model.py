@@ -9,13 +9,16 @@ Contract (lmms-eval 0.7.x "simple" model; registered by :mod:`vitcop_eval.manife
   ``(context, generation_kwargs, doc_to_visual, doc_id, task, split)``. The document's visual is
   decoded by vitcop (:func:`vitcop_eval.visuals.to_visual`: ``fps`` / ``max_frames`` from the model
   arguments, or the task's own frame count from ``generation_kwargs``), the context (``<image>`` /
-  ``<video>`` placeholders removed) becomes the question, and ``Session.prepare`` + ``generate`` run
-  it through the checkpoint's own processor and chat template under the preset / method. The answer
-  is cut at the task's ``until`` strings. Each answer is returned as a ``GenerationResult`` whose
+  ``<video>`` placeholders removed) becomes the question, and ``Session.prepare`` + ``answer`` run
+  it through the checkpoint's own processor and chat template under the preset / method. Consecutive
+  documents about the same visual (same file or image, same options) share one pruned prefix: the
+  later ones are not decoded and are answered on the prefix the one before kept, with bit-identical
+  tokens (:class:`vitcop_eval.answering.DocAnswerer`). The answer is cut at the task's ``until`` strings. Each answer is returned as a ``GenerationResult`` whose
   ``token_counts`` (prompt and generated tokens) carry vitcop's per-sample cost report
   (:func:`vitcop_eval.report.sample_report`) under ``"vitcop"``, which lmms-eval writes into the
   sample's ``token_counts`` in its per-sample log (``--log_samples``). Averages of the cost figures
-  go to lmms-eval's ``throughput`` block of the results JSON. A request vitcop cannot serve raises
+  go to lmms-eval's ``throughput`` block of the results JSON (with the share of answers on a reused
+  prefix and the mean time that saved), and the log says how many answers reused a prefix. A request vitcop cannot serve raises
   ``InputError`` naming the task and document; the run stops (no answer is invented).
 - ``loglikelihood`` and ``generate_until_multi_round`` are refused with an ``InputError`` naming
   the tasks: vitcop only generates answers to one-turn questions.
@@ -23,10 +26,8 @@ Contract (lmms-eval 0.7.x "simple" model; registered by :mod:`vitcop_eval.manife
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
-import time
 from dataclasses import dataclass
 
 from lmms_eval.api.instance import GenerationResult, TokenCounts
@@ -36,9 +37,9 @@ from loguru import logger as eval_logger
 from vitcop_cli import api
 from vitcop_cli.errors import InputError, VitcopError
 
+from .answering import DocAnswerer
 from .options import cut_at_stop, generation_settings, parse_model_args, question_text
-from .report import run_averages, sample_report
-from .visuals import to_visual
+from .report import prefix_totals, run_averages, sample_report
 
 __all__ = ["VitcopLMM", "VitcopTokenCounts"]
 
@@ -79,6 +80,7 @@ class VitcopLMM(lmms):
             attn=self.args.attn,
             offline=self.args.offline,
         )
+        self.answerer = DocAnswerer(self.session, self.args, self.preset)
         eval_logger.info(
             f"vitcop: loaded {self.args.pretrained} on {self.session.device} ({self.session.dtype}); "
             f"preset {self.preset.label}, method {self.args.method}"
@@ -89,14 +91,17 @@ class VitcopLMM(lmms):
         from tqdm import tqdm
 
         outputs, reports = [], []
-        for request in tqdm(requests, disable=self.rank != 0, desc="vitcop"):
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
-            try:
-                output, report = self._answer(context, gen_kwargs, doc_to_visual, doc_id, task, split)
-            except VitcopError as exc:
-                raise type(exc)(f"task {task}, doc {doc_id}: {exc}") from None
-            outputs.append(output)
-            reports.append(report)
+        try:
+            for request in tqdm(requests, disable=self.rank != 0, desc="vitcop"):
+                context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+                try:
+                    output, report = self._answer(context, gen_kwargs, doc_to_visual, doc_id, task, split)
+                except VitcopError as exc:
+                    raise type(exc)(f"task {task}, doc {doc_id}: {exc}") from None
+                outputs.append(output)
+                reports.append(report)
+        finally:
+            self.answerer.drop()  # no prefix is held between calls
         self._log_run(reports)
         return outputs
 
@@ -113,7 +118,7 @@ class VitcopLMM(lmms):
         )
 
     def clean(self):
-        self.session = None
+        self.session = self.answerer = None
         gc.collect()
         super().clean()
 
@@ -124,27 +129,7 @@ class VitcopLMM(lmms):
         if not question:
             raise InputError("the task's prompt is empty")
         doc = self.task_dict[task][split][doc_id]
-        started = time.perf_counter()
-        visual = to_visual(
-            doc_to_visual(doc), fps=self.args.fps, frames=settings.frames, max_frames=self.args.max_frames,
-            loader=functools.partial(
-                self.session.load_visual, max_pixels=self.args.max_pixels, min_pixels=self.args.min_pixels,
-                resize=self.args.resize, decoder=self.args.decoder, decode_device=self.args.decode_device,
-            ),
-        )
-        decode_s = time.perf_counter() - started
-        prepared = self.session.prepare(
-            visual, question, system=self.args.system, max_pixels=self.args.max_pixels, min_pixels=self.args.min_pixels
-        )
-        result = self.session.generate(
-            prepared,
-            preset=self.preset,
-            method=self.args.method,
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            video_decode_s=decode_s,
-        )
+        result = self.answerer.answer(doc_to_visual(doc), question, settings)
         report = sample_report(result)
         counts = VitcopTokenCounts(
             input_tokens=result.tokens.prompt, output_tokens=result.tokens.generated, vitcop=report
@@ -163,6 +148,11 @@ class VitcopLMM(lmms):
             total_gen_tokens=generated,
             avg_speed=generated / elapsed if elapsed > 0 else 0.0,
             additional_metrics=run_averages(reports),
+        )
+        reused, saved_s = prefix_totals(reports)
+        eval_logger.info(
+            f"vitcop: {reused} of {len(reports)} answers reused the pruned prefix of the document before "
+            f"(same visual and options; {saved_s:.1f} s of decode, preprocess and prefill saved)"
         )
 
 

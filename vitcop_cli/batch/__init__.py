@@ -8,7 +8,7 @@ The parts, each with its own contract:
 - :mod:`.plan`: the jobs (the unpruned preset once per item), what is pending, each rank's share.
 - :mod:`.runner`: :func:`run_batch`, the loop over this rank's share.
 - :mod:`.clips`: each item's clip decoded for the model and prepared; :mod:`.prefetch`: that, one item ahead
-  in a thread.
+  in a thread; :mod:`.reuse`: the pruned prefixes kept for the clip at hand, reused by its next questions.
 - :mod:`.progress`: the events a run reports and their counts (all ranks).
 - :mod:`.store`: result lines, keys, reading, per-rank part files.
 - :mod:`.merge`: parts into ``--out``, exactly one line per key, atomically.
@@ -24,7 +24,7 @@ loaded on first use: :mod:`.runner` brings in torch, and the CLI imports this pa
 """
 
 _SUBMODULES = frozenset({"cli", "clips", "dist", "launch", "lock", "merge", "plan", "prefetch", "progress", "request",
-                         "runner", "store", "summary", "view"})
+                         "reuse", "runner", "store", "summary", "view"})
 
 
 def __getattr__(name: str):

@@ -81,6 +81,9 @@ def batch_cmd(
     the end). After a crash, Ctrl-C or kill, run the same command again: results already there are
     skipped, failed ones are retried (unless --skip-failed). The preset none runs once per item.
 
+    Consecutive questions on one clip share its pruned prefix: the clip is decoded, encoded and pruned once
+    per preset and method, and the later questions only prefill their own tokens (same answers).
+
     Many GPUs: --nproc N, or torchrun --nproc-per-node N -m vitcop_cli batch ... (also multi-node).
 
     Ends with a summary per method and preset. Exit status: 0 all answered, 1 some failed, 2 usage error,

@@ -19,7 +19,8 @@ Contract:
   nothing. When there are no parts and ``--out`` needs no repair, nothing is written.
 - Memory. Two streaming passes; only (offset, length) per line and the keys are held, never the
   lines. Returns :class:`MergeResult`: the authoritative :class:`~.store._Row` per key (for the
-  summary) and what the parts held per (method, preset) (this run's counts).
+  summary) and what the parts held per (method, preset) (this run's counts: successes, failures,
+  answers on a reused prefix and the seconds those saved).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class MergeResult:
     rows: dict  # key -> authoritative _Row, over --out and the parts
     part_ok: Counter = field(default_factory=Counter)  # (method, preset) -> successful part lines
     part_failed: Counter = field(default_factory=Counter)  # (method, preset) -> error part lines
+    part_reused: Counter = field(default_factory=Counter)  # (method, preset) -> part lines on a reused prefix
+    part_saved_s: Counter = field(default_factory=Counter)  # (method, preset) -> their prefix.saved_s, summed
     torn_bytes: int = 0  # torn tail of --out dropped (ours) or completed (not ours)
     written: bool = False  # whether --out was rewritten
     lines: int = 0  # lines in --out afterwards
@@ -123,6 +126,9 @@ def merge(out: str | os.PathLike, parts: list[Path] | None = None, *, guard_fore
             if not is_out:
                 bucket = result.part_ok if row.error is None else result.part_failed
                 bucket[(key[4], key[3])] += 1
+                if row.reused:
+                    result.part_reused[(key[4], key[3])] += 1
+                    result.part_saved_s[(key[4], key[3])] += row.saved_s
             prev = best.get(key)
             if prev is None:
                 entries.append((fi, offset, length, key))

@@ -45,14 +45,19 @@ class Tracker:
         self.ctx, self.total, self.started, self.on_progress = ctx, total, started, on_progress
         self.skipped, self.skipped_failed = skipped, skipped_failed
         self.local = Counter()
-        self.groups = Counter()  # (method, preset label, "ok" | "failed")
+        self.groups = Counter()  # (method, preset label, "ok" | "failed" | "reused")
+        self.saved_s = Counter()  # (method, preset label) -> seconds saved by reused prefixes
         self.seen = 0
 
-    def job(self, item, method, preset, error, exception) -> None:
+    def job(self, item, method, preset, error, exception, *, reused: bool = False, saved_s: float = 0.0) -> None:
+        """One job written by this rank; ``reused``: it ran on a kept prefix, which saved ``saved_s``."""
         outcome = "ok" if error is None else "failed"
         self.local["done"] += 1
         self.local[outcome] += 1
         self.groups[(method, preset, outcome)] += 1
+        if reused:
+            self.groups[(method, preset, "reused")] += 1
+            self.saved_s[(method, preset)] += saved_s
         if self.ctx is not None:
             self.ctx.add("done")
             self.ctx.add(outcome)

@@ -31,9 +31,20 @@ Contract (the package docstring gives the whole picture):
   preprocesses (``Session.prepare``) the next item while the current one generates, one item
   ahead at most (:mod:`.prefetch`). Decoded frames are dropped once prepared; consecutive items on
   the same clip decode it once (``video_decode_s`` is then 0).
+- Prefix reuse (:mod:`.reuse`). Every answer runs on a pruned prefix (system prompt + visual,
+  prefilled under the preset): ``Session.answer`` returns it, and it is kept for the next job on the
+  same clip under the same (preset, method) (the other options are the run's own), which is handed it
+  (``prefix=``) with a tokens-only prompt: its decode, preprocess, vision encoder and prefix prefill
+  are skipped, and its tokens are bit-identical to a fresh answer's. Its line says
+  ``prefix.reused = true`` and ``prefix.saved_s``. Only the current clip's prefixes are held (one per
+  (preset, method)); they are dropped when the next item is on another clip, so items on one clip
+  that are not consecutive in the input (or in this rank's share) each build their own. A prefix that
+  does not cover the prompt (``PrefixMiss``), or a job with none kept (the job before it failed), is
+  prepared in full and answered afresh. FastV reads the question: nothing is kept.
 - Summary. Counts are for this run, all ranks (``ok``, ``failed``, ``skipped`` = already done,
-  ``skipped_failed`` = earlier failures left alone); the figures cover every result of the input's
-  jobs, earlier runs' included (:mod:`.summary`).
+  ``skipped_failed`` = earlier failures left alone, ``prefix_reuses`` / ``prefix_saved_s`` = answers
+  on a reused prefix and the time that saved); the figures cover every result of the input's jobs,
+  earlier runs' included (:mod:`.summary`).
 - Interruption. A ``KeyboardInterrupt`` (Ctrl-C; SIGTERM / SIGHUP as
   :class:`vitcop_cli.cli.signals.Terminated`; or raised by ``on_progress``) abandons the job in flight
   without waiting for the prefetch thread; a single process then merges what it wrote. It is
@@ -49,19 +60,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import InputError, VitcopError
+from ..errors import InputError, PrefixMiss, VitcopError
 from ..options import check_run_options
 from ..questions.inputs import BatchItem, items_from_folder, items_from_jsonl, printable, read_folder, read_jsonl
 from ..questions.scoring import MC_INSTRUCTION, gold_letter, mc_prompt, parse_letter, score
 from ..result import AskResult
 from . import merge as merging
-from .clips import Clips
+from .clips import ClipInput, Clips
 from .dist import wait_for_ranks
 from .lock import OutLock
 from .plan import NO_METHOD, combos, job_key, plan, shares
 from .prefetch import Inline, Prefetcher
 from .progress import BatchProgress, Tracker
 from .request import check_request
+from .reuse import ClipPrefixes, expected_reuse
 from .store import Key, PartWriter, check_out_path, load_done_keys, read_results, record_key, scan
 from .summary import BatchSummary, GroupSummary, ResultStats, _stats, aggregate
 
@@ -194,6 +206,8 @@ class _Run:
     plan: object = None  # plan.Plan
     torn: int = 0
     tracker: Tracker | None = None
+    clips: Clips | None = None
+    prefixes: ClipPrefixes | None = None  # the current clip's kept prefixes (None: no reuse)
 
     @property
     def rank(self) -> int:
@@ -212,9 +226,11 @@ class _Run:
             ok, failed = sum(merged.part_ok.values()), sum(merged.part_failed.values())
             per_group = {(m, pr, "ok"): n for (m, pr), n in merged.part_ok.items()}
             per_group.update({(m, pr, "failed"): n for (m, pr), n in merged.part_failed.items()})
-        else:
+            per_group.update({(m, pr, "reused"): n for (m, pr), n in merged.part_reused.items()})
+            saved = merged.part_saved_s
+        else:  # this rank's reuses (another rank's are in its part file)
             _, ok, failed = self.tracker.counts()
-            per_group = self.tracker.groups
+            per_group, saved = self.tracker.groups, self.tracker.saved_s
         groups, everything = [], []
         for m, pr in self.jobs:
             group_rows = [rows[k] for k in (job_key(i, model, pr, m) for i in p.items) if k in rows]
@@ -223,34 +239,56 @@ class _Run:
             groups.append(GroupSummary(
                 method=m, preset=pr.label, jobs=len(p.items), ok=per_group.get((m, pr.label, "ok"), 0),
                 failed=per_group.get((m, pr.label, "failed"), 0), skipped=sum(1 for r in earlier if r.error is None),
-                skipped_failed=sum(1 for r in earlier if r.error is not None), **asdict(_stats(group_rows)),
+                skipped_failed=sum(1 for r in earlier if r.error is not None),
+                prefix_reuses=per_group.get((m, pr.label, "reused"), 0),
+                prefix_saved_s=float(saved.get((m, pr.label), 0.0)), **asdict(_stats(group_rows)),
             ))
         n_jobs = len(p.items) * len(self.jobs)
+        reuses, saved_s = sum(g.prefix_reuses for g in groups), sum(g.prefix_saved_s for g in groups)
         overall = GroupSummary(method="all", preset="all", jobs=n_jobs, ok=ok, failed=failed, skipped=p.skipped,
-                               skipped_failed=p.skipped_failed, **asdict(_stats(everything)))
+                               skipped_failed=p.skipped_failed, prefix_reuses=reuses, prefix_saved_s=saved_s,
+                               **asdict(_stats(everything)))
         return BatchSummary(
             out=str(self.out), model=model, items=len(p.items), jobs=n_jobs, ok=ok, failed=failed,
             skipped=p.skipped, skipped_failed=p.skipped_failed, duplicates=p.duplicates, torn_bytes=self.torn,
             wall_s=time.perf_counter() - self.started, prefetch=self.prefetch, interrupted=interrupted,
-            groups=groups, overall=overall, ranks=self.world,
+            groups=groups, overall=overall, ranks=self.world, prefix_reuses=reuses, prefix_saved_s=saved_s,
         )
 
-    def answer(self, writer: PartWriter, entry, value, exc) -> None:
+    def answer(self, writer: PartWriter, entry, value: ClipInput | None, exc) -> None:
         """Every (method, preset) job of one prepared item, each line written before the next job starts."""
         item = entry.item
+        if self.prefixes is not None:
+            self.prefixes.enter(item.video)  # another clip: its prefixes are let go before this one runs
         for m, pr in entry.todo:
             result, error, failure = None, None, exc
             if failure is None:
-                prepared, decode_s = value
                 try:
-                    result = self.session.generate(prepared, preset=pr, method=self.method if m == NO_METHOD else m,
-                                                   video_decode_s=decode_s, **self.generation)
+                    result = self._one(item, value, pr, self.method if m == NO_METHOD else m)
                 except Exception as gen_exc:  # noqa: BLE001 - recorded, the batch goes on
                     failure = gen_exc
             if failure is not None:
                 error = _one_line(failure)
             writer.append(_record(item, self.model, pr.label, m, result, error))
-            self.tracker.job(item, m, pr.label, error, failure)
+            info = None if result is None else result.prefix
+            self.tracker.job(item, m, pr.label, error, failure, reused=bool(info is not None and info.reused),
+                             saved_s=info.saved_s if info is not None and info.reused else 0.0)
+
+    def _one(self, item, value: ClipInput, preset, method: str) -> AskResult:
+        """One job: on the clip's kept prefix for (preset, method) when there is one, else afresh; the prefix
+        it ran on is kept for the next job (see the module docstring)."""
+        options = dict(preset=preset, method=method, video_decode_s=value.decode_s, **self.generation)
+        kept = None if self.prefixes is None else self.prefixes.get(item.video, preset.label, method)
+        if kept is not None and value.prompt is not None:
+            try:
+                result, kept = self.session.answer(value.prompt, prefix=kept, **options)
+            except PrefixMiss:  # not covered after all: with its pixels, afresh (the line says why in prefix.reason)
+                result, kept = self.session.answer(self.clips.full(value, item), prefix=kept, **options)
+        else:
+            result, kept = self.session.answer(self.clips.full(value, item), prefix=kept, **options)
+        if self.prefixes is not None:
+            self.prefixes.keep(item.video, preset.label, method, kept)
+        return result
 
     def execute(self, mine, clips: Clips) -> BatchSummary:
         """This rank's share through the model, then (rank 0) the wait for the others and the merge."""
@@ -281,6 +319,8 @@ class _Run:
         finally:
             if writer is not None:
                 writer.close()
+            if self.prefixes is not None:
+                self.prefixes.clear()  # the last clip's prefixes: nothing outlives the run
 
     def _merge_after_interrupt(self):
         if self.ctx is not None:
@@ -316,6 +356,7 @@ def run_batch(
     resize: str = "fast",
     decoder: str | None = None,
     decode_device: str = "cpu",
+    reuse_prefixes: bool = True,
 ) -> BatchSummary:
     """Run every item under every (method, preset) on ``session``; results end up in ``out_path``.
 
@@ -326,6 +367,9 @@ def run_batch(
     :class:`BatchInterrupted`. ``resize`` / ``decoder`` / ``decode_device``: how clips are decoded
     (``Session.load_visual``). ``dist`` is the :class:`~.dist.DistContext` of a torchrun job (``None``: this process does everything).
     ``lock``: an :class:`OutLock` already held on ``out_path`` (else rank 0 takes one).
+    ``reuse_prefixes``: internal, for benchmarks and tests only (no CLI option): ``False`` answers every job
+    afresh (its full inputs prepared, its prefix built for it alone), as batch did before prefix reuse; the
+    answers are the same either way.
 
     Steps: check (:func:`.request.check_request`, the presets against the model, the lengths), recover what
     earlier runs left (rank 0), plan this rank's share, run it (:meth:`_Run.execute`).
@@ -351,12 +395,24 @@ def run_batch(
         total = sum(len(x.todo) for x in run.plan.pending)
         run.tracker = Tracker(dist, total, run.plan.skipped, run.plan.skipped_failed, started, on_progress)
         sizes = dict(max_pixels=max_pixels, min_pixels=min_pixels)
-        clips = Clips(session, mine, dict(fps=fps, frames=frames, max_frames=max_frames, resize=resize, decoder=decoder,
-                                           decode_device=decode_device, **sizes), dict(system=system, **sizes))
-        return run.execute(mine, clips)
+        sampling = dict(fps=fps, frames=frames, max_frames=max_frames, resize=resize, decoder=decoder,
+                        decode_device=decode_device)
+        expect = None
+        if reuse_prefixes:
+            run.prefixes = ClipPrefixes(run.model, dict(system=system, **sampling, **sizes))
+            expect = expected_reuse(mine, lambda m: _keeps_prefix(run.method if m == NO_METHOD else m))
+        run.clips = Clips(session, mine, dict(**sampling, **sizes), dict(system=system, **sizes), expect)
+        return run.execute(mine, run.clips)
     finally:
         if own_lock and held[0] is not None:
             held[0].release()
+
+
+def _keeps_prefix(method: str) -> bool:
+    """Whether answers under ``method`` run on a kept prefix (its choice never reads the question)."""
+    from pruning.methods import method_class
+
+    return method_class(method).question_independent
 
 
 def _recover(run: _Run, held: list | None) -> dict:

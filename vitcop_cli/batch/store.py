@@ -12,7 +12,8 @@ Contract:
   mid-write) are reported, not parsed, and lines that are not JSON objects are skipped
   (:func:`read_results`, :func:`load_done_keys`, :func:`scan`). Files are streamed, never
   loaded whole. For each key the first successful (``error`` null) line, if any, else the last
-  error line, is authoritative; the summary needs only a small :class:`_Row` of it.
+  error line, is authoritative; the summary needs only a small :class:`_Row` of it (its figures, and
+  whether it ran on a reused prefix: ``prefix.reused`` / ``prefix.saved_s``).
 - Torn tail. A torn tail is "ours" (safe to cut off) when it is a prefix of, or starts with,
   :data:`_RECORD_START`, the way every line ``run_batch`` writes begins (``id`` is the first
   field of ``runner._record``).
@@ -121,6 +122,8 @@ class _Row:
     n_visual: float | None
     kept: float | None
     ratio: float | None
+    reused: bool = False  # prefix.reused: answered on a kept prefix from an earlier job
+    saved_s: float = 0.0  # prefix.saved_s when reused
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -142,6 +145,7 @@ def _row(rec: dict) -> _Row:
     if kept is None and rec.get("error") is None and isinstance(rec.get("answer"), str):
         kept, ratio = n_visual, (1.0 if n_visual else None)  # no pruning report: nothing pruned
     correct = rec.get("correct")
+    reused = _get(rec, "prefix", "reused") is True and rec.get("error") is None
     return _Row(
         error=None if rec.get("error") is None else str(rec.get("error")),
         correct=correct if isinstance(correct, bool) else None,
@@ -149,6 +153,8 @@ def _row(rec: dict) -> _Row:
         n_visual=n_visual,
         kept=kept,
         ratio=ratio,
+        reused=reused,
+        saved_s=(_num(_get(rec, "prefix", "saved_s")) or 0.0) if reused else 0.0,
     )
 
 

@@ -8,8 +8,9 @@ Contract:
   (``pruning.layer_averaged_visual``) and kept ratio (``pruning.layer_averaged_ratio``); a
   successful result without a pruning report counts as nothing pruned. Figures with no data are
   ``None``. :func:`aggregate` computes them from result lines (dicts).
-- :class:`GroupSummary` is one (method, preset): this run's counts plus :class:`ResultStats`
-  over all its results, earlier runs' included. :class:`BatchSummary` is the whole run;
+- :class:`GroupSummary` is one (method, preset): this run's counts (``prefix_reuses``: answers on a
+  pruned prefix kept from an earlier job on the clip; ``prefix_saved_s``: what those saved) plus
+  :class:`ResultStats` over all its results, earlier runs' included. :class:`BatchSummary` is the whole run;
   :attr:`BatchSummary.exit_code` is 0 when every job of the input has a successful result and
   the run was not interrupted, else 1. :meth:`BatchSummary.to_dict` (``batch --json``) starts with
   ``"schema": "vitcop.batch-summary/1"`` (:data:`SCHEMA`) and ends with ``exit_code``.
@@ -90,6 +91,8 @@ class GroupSummary:
     failed: int = 0
     skipped: int = 0
     skipped_failed: int = 0
+    prefix_reuses: int = 0  # answered in this run on a pruned prefix kept from an earlier job on the clip
+    prefix_saved_s: float = 0.0  # what those reuses saved (their prefix.saved_s, summed)
     answered: int = 0
     scored: int = 0
     correct: int = 0
@@ -119,6 +122,8 @@ class BatchSummary:
     groups: list[GroupSummary]
     overall: GroupSummary
     ranks: int = 1  # processes that ran it (torchrun world size)
+    prefix_reuses: int = 0  # jobs of this run answered on a reused pruned prefix
+    prefix_saved_s: float = 0.0  # the decode, preprocess and prefix prefill those reuses did not run
 
     @property
     def exit_code(self) -> int:

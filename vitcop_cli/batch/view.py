@@ -161,7 +161,7 @@ def render_summary(summary, console: Console) -> None:
 
 
 def render_notes(summary, console: Console) -> None:
-    """Closing lines: results written, throughput, repeats, torn line cut, failures."""
+    """Closing lines: results written, throughput, prefix reuses, repeats, torn line cut, failures."""
     rate = summary.ok + summary.failed
     notes = [
         f"{rate} result{'s' if rate != 1 else ''} in {summary.wall_s:.1f} s"
@@ -169,6 +169,12 @@ def render_notes(summary, console: Console) -> None:
         + (f" on {summary.ranks} ranks" if summary.ranks > 1 else "")
         + f"; results in {escape(printable(summary.out))}"
     ]
+    if summary.prefix_reuses:
+        notes.append(
+            f"{summary.prefix_reuses} answer{'s' if summary.prefix_reuses != 1 else ''} reused the pruned prefix of "
+            f"an earlier question on the same clip ({summary.prefix_saved_s:.1f} s of decode, preprocess and "
+            "prefill saved)"
+        )
     if summary.duplicates:
         notes.append(f"{summary.duplicates} input item(s) repeat an earlier (video, question) and were run once")
     if summary.torn_bytes:

@@ -19,7 +19,8 @@ from rich.markup import escape
 
 from ..errors import InputError, VitcopError
 
-__all__ = ["check_local_media", "check_model", "err", "fail", "media_file", "read_question", "state"]
+__all__ = ["check_local_media", "check_model", "check_prefix_cache", "err", "fail", "media_file", "prefix_store",
+           "read_question", "state"]
 
 err = Console(stderr=True)
 state = {"debug": False}
@@ -101,3 +102,21 @@ def media_file(arg: str, *, progress: bool) -> Path:
         return fetch(arg, max_bytes=DEFAULT_MAX_BYTES, progress=progress and err.is_terminal)
     check_path(arg)
     return Path(arg)
+
+
+def check_prefix_cache(folder: Path | None, gib: float) -> None:
+    """InputError for a ``--prefix-cache-gb`` that is not a positive size or a ``--prefix-cache`` that is a file
+    (before a model loads)."""
+    if not gib > 0 or gib != gib or gib == float("inf"):
+        raise InputError(f"--prefix-cache-gb must be a positive number of GiB, got {gib}")
+    if folder is not None and folder.expanduser().exists() and not folder.expanduser().is_dir():
+        raise InputError(f"--prefix-cache {escape(str(folder))}: not a folder")
+
+
+def prefix_store(folder: Path | None, gib: float):
+    """The ``PrefixStore`` of ``--prefix-cache DIR`` capped at ``gib`` GiB, or None without the option."""
+    if folder is None:
+        return None
+    from ..api import PrefixStore
+
+    return PrefixStore(folder, max_bytes=max(1, int(gib * 2**30)))

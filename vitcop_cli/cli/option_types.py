@@ -10,6 +10,7 @@ flag on the command line wins. Flags carry ``metavar=""`` so help shows no ``<bo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -107,6 +108,17 @@ DecodeDevice = Annotated[
 Offline = Annotated[
     bool,
     typer.Option("--offline", metavar="", help="Never download: local files / cache only (also HF_HUB_OFFLINE=1)."),
+]
+PrefixCache = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--prefix-cache", metavar="DIR", envvar="VITCOP_PREFIX_CACHE",
+        help="Keep pruned prefixes on disk in DIR (safetensors files), so a later run about the same clip, options "
+        "and model skips decoding and prefilling it (also VITCOP_PREFIX_CACHE).",
+    ),
+]
+PrefixCacheGb = Annotated[
+    float, typer.Option("--prefix-cache-gb", help="Size cap of --prefix-cache DIR in GiB (least recently used go first).")
 ]
 Debug = Annotated[bool, typer.Option("--debug", metavar="", help="Show full tracebacks.")]
 Json = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON object on stdout.")]

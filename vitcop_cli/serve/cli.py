@@ -7,10 +7,13 @@ with one line and exit status 2 (``nan`` / ``inf`` / non-positive sizes and time
 Missing ``serve`` extra -> exit 2 naming the install command. Once the server stops on SIGINT /
 SIGTERM / SIGHUP the command returns: exit status 0; the same signals while the model is still
 loading stop it too, with one line and status 0. Importing this module is cheap (no FastAPI, no torch).
+``--prefix-cache-mb`` left out is resolved once the model is loaded, on its device
+(:func:`~vitcop_cli.serve.prefix_cache.default_capacity`); the start-up line states the capacity.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +34,22 @@ def _mib_to_bytes(option: str, mib: float) -> int:
     if n < 1:
         raise InputError(f"{option} must be positive and at least one byte (got {mib:g})")
     return n
+
+
+def _prefix_cache_bytes(mib: float | None) -> int | None:
+    """``--prefix-cache-mb`` in bytes (None: the device's default); InputError for nan / inf / < 0."""
+    if mib is None:
+        return None
+    from ..options import check_finite
+
+    check_finite("--prefix-cache-mb", mib)
+    if mib < 0:
+        raise InputError(f"--prefix-cache-mb must be >= 0 (0 turns the prefix cache off; got {mib:g})")
+    return int(mib * 2**20)
+
+
+def _cache_phrase(capacity: int) -> str:
+    return f"prefix cache {capacity / 2**20:,.0f} MiB" if capacity else "prefix cache off"
 
 
 def serve_cmd(
@@ -73,6 +92,12 @@ def serve_cmd(
         64.0, "--max-media-mb",
         help="Largest media file / decoded data: URL / download (MiB); beyond: 413 (data: URLs decoded in 1 MiB steps).",
     ),
+    prefix_cache_mb: Optional[float] = typer.Option(
+        None, "--prefix-cache-mb", metavar="MIB",
+        help="Memory (MiB) for pruned prefixes reused across requests about the same media bytes and options "
+        "(e.g. each turn of a chat about one video): least recently used evicted first; 0: off. "
+        "Default: 10% of the GPU's memory on CUDA, else min(10% of RAM, 2048).",
+    ),
     fps: o.Fps = None,
     frames: o.Frames = None,
     max_frames: o.MaxFrames = 768,
@@ -92,6 +117,8 @@ def serve_cmd(
     """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions with video_url / image_url).
 
     Loads the model once and answers one request at a time; the rest wait in a bounded queue.
+    A video's pruned prefix (system prompt + visual) is kept and reused by later requests about the same media
+    bytes and options, bit-identical to answering afresh (--prefix-cache-mb).
     Binds to 127.0.0.1 unless --host says otherwise.
     Per request: at most 4 stop strings of 1,000 characters each; a bad request is a 4xx with a one-line reason. Ctrl-C / SIGTERM / SIGHUP: stop, cancel in-flight work, exit 0
     (also while the model is still loading).
@@ -132,7 +159,7 @@ def serve_cmd(
             fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels,
             max_new_tokens=max_new_tokens, max_body_bytes=_mib_to_bytes("--max-body-mb", max_body_mb),
             max_media_bytes=_mib_to_bytes("--max-media-mb", max_media_mb), resize=resize, decoder=decoder,
-            decode_device=decode_device,
+            decode_device=decode_device, prefix_cache_bytes=_prefix_cache_bytes(prefix_cache_mb),
         ).check()
         sock = bind(host, port)
         api.quiet_library_logs(debug)
@@ -143,11 +170,16 @@ def serve_cmd(
             why = exc.signal_name if isinstance(exc, Terminated) else "Ctrl-C"
             err.print(f"stopped ({why}) before the model finished loading; nothing was served", highlight=False)
             raise typer.Exit(0) from None
+        from .prefix_cache import resolve_capacity
+
+        config = dataclasses.replace(config, prefix_cache_bytes=resolve_capacity(config.prefix_cache_bytes,
+                                                                                  session.device))
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         err.print(
             f"serving {escape(model)} on http://{shown}:{bound[1]}/v1 "
-            f"({'API key required' if api_key else 'no API key'}; {escape(remote_policy(config))}; Ctrl-C to stop)",
+            f"({'API key required' if api_key else 'no API key'}; {escape(remote_policy(config))}; "
+            f"{_cache_phrase(config.prefix_cache_bytes)}; Ctrl-C to stop)",
             highlight=False, soft_wrap=True,
         )
         if getattr(session, "demo_model", False):

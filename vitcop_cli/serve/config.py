@@ -1,10 +1,10 @@
 """What ``vitcop serve`` was started with: one frozen dataclass, read by every part of the server.
 
 Contract: :class:`ServeConfig` holds the server-wide settings (the loaded model's name, bind address,
-security, queue and size limits) and the per-request defaults that a request's ``"vitcop"`` object
-or sampling fields may override (preset, method, frame sampling, pixel cap, answer length). Sizes
-are bytes, times seconds. :meth:`ServeConfig.check` raises :class:`~vitcop_cli.errors.InputError`
-for a bad combination before any model is loaded.
+security, queue and size limits, the prefix cache's capacity) and the per-request defaults that a
+request's ``"vitcop"`` object or sampling fields may override (preset, method, frame sampling, pixel
+cap, answer length). Sizes are bytes, times seconds. :meth:`ServeConfig.check` raises
+:class:`~vitcop_cli.errors.InputError` for a bad combination before any model is loaded.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ class ServeConfig:
     max_media_bytes: int = 64 * MiB  # a decoded data: URL, a local file or a download
     remote_timeout_s: float = 60.0
     retry_after_s: int = 1  # the Retry-After header of a 429
+    # bytes of pruned prefixes kept to answer later requests about the same media (serve.prefix_cache): 0 = off
+    # (the default here, for embedding); None = the device's default (what `vitcop serve` passes unless
+    # --prefix-cache-mb is given): serve.prefix_cache.default_capacity
+    prefix_cache_bytes: int | None = 0
 
     def check(self) -> "ServeConfig":
         """``self`` if every setting is usable, else :class:`InputError` naming the option."""
@@ -64,6 +68,9 @@ class ServeConfig:
         if (self.allowed_media_domains or self.allow_private_media_hosts) and not self.allow_remote_media:
             given = "--allowed-media-domains" if self.allowed_media_domains else "--allow-private-media-hosts"
             raise InputError(f"{given} applies to remote media only; add --allow-remote-media (or drop {given})")
+        if self.prefix_cache_bytes is not None and self.prefix_cache_bytes < 0:
+            raise InputError(f"--prefix-cache-mb must be >= 0 (0 turns the prefix cache off; got "
+                             f"{self.prefix_cache_bytes / 2**20:g})")
         check_decoding(self.resize, self.decoder, self.decode_device)
         for root in self.allowed_media_roots:
             if not root.is_absolute() or not root.is_dir():

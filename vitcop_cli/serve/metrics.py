@@ -11,7 +11,13 @@ the Prometheus text format. Names (all prefixed ``vitcop_``):
   (admission to the end of the first forward), ``prefill_seconds`` (LLM prefill), ``request_latency_seconds``
   (admission to the full answer);
 - ``visual_tokens{stage}`` histogram: ``before`` = visual tokens in the prompt, ``after`` =
-  layer-averaged visual tokens the LLM processed after pruning.
+  layer-averaged visual tokens the LLM processed after pruning;
+- the pruned-prefix cache (:mod:`~vitcop_cli.serve.prefix_cache`; nothing counted when it is off):
+  ``prefix_cache_hits_total`` (answered on a cached prefix), ``prefix_cache_misses_total{reason}``
+  (``absent``: nothing cached under its key; ``not_covered``: its prompt before the question cannot be
+  shared, e.g. text before the visual; ``not_kept``: its method reads the question, no prefix is kept),
+  ``prefix_cache_evictions_total``, ``prefix_cache_oversize_total`` (prefixes larger than the whole
+  capacity, not cached); gauges ``prefix_cache_bytes``, ``prefix_cache_entries``, ``prefix_cache_capacity_bytes``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300, 600)
 _TOKENS = (16, 64, 256, 1024, 4096, 16384, 65536)
+MISS_REASONS = ("absent", "not_covered", "not_kept")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -44,6 +51,20 @@ class Metrics:
                                  buckets=_SECONDS, registry=r)
         self.visual_tokens = Histogram("vitcop_visual_tokens", "Visual tokens per request: before pruning, "
                                        "and layer-averaged after it.", ["stage"], buckets=_TOKENS, registry=r)
+        self.prefix_hits = Counter("vitcop_prefix_cache_hits", "Requests answered on a cached pruned prefix.",
+                                   registry=r)
+        self.prefix_misses = Counter("vitcop_prefix_cache_misses", "Requests answered without a cached pruned "
+                                     "prefix, by reason (absent, not_covered, not_kept).", ["reason"], registry=r)
+        for reason in MISS_REASONS:
+            self.prefix_misses.labels(reason)
+        self.prefix_evictions = Counter("vitcop_prefix_cache_evictions", "Pruned prefixes evicted (least recently "
+                                        "used first) to make room.", registry=r)
+        self.prefix_oversize = Counter("vitcop_prefix_cache_oversize", "Pruned prefixes not cached: larger than "
+                                       "the whole capacity.", registry=r)
+        self.prefix_bytes = Gauge("vitcop_prefix_cache_bytes", "Bytes the cached pruned prefixes hold.", registry=r)
+        self.prefix_entries = Gauge("vitcop_prefix_cache_entries", "Cached pruned prefixes.", registry=r)
+        self.prefix_capacity = Gauge("vitcop_prefix_cache_capacity_bytes", "The prefix cache's capacity "
+                                     "(--prefix-cache-mb; 0: off).", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

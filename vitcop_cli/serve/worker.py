@@ -20,6 +20,13 @@ Contract:
   (traceback logged), and the threads keep serving.
 - Error messages never show the server's private temporary folder: a path inside it (an inline
   ``data:`` file, a download) is replaced by the media as the request named it.
+- Pruned prefixes are reused across requests (:mod:`~vitcop_cli.serve.prefix_reuse`; ``config.prefix_cache_bytes``
+  0: off, every request as before). After fetching the media the prepare thread looks the request up: a **hit**
+  is not decoded at all (only its prompt's tokens are rendered) and the generation thread continues the
+  cached prefix (``Session.answer(prefix=...)``: ``prefix.reused`` true, source "memory"); a **miss** is
+  prepared and answered exactly as without a cache, and when its key was ``absent`` the prefix its answer
+  built is cached before the answer is handed back (so the client's next turn finds it). Either way the
+  answer is bit-identical to a fresh one. ``job.plan.lookup`` says what happened.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from .config import ServeConfig
 from .errors import ApiError, from_library
 from .media import Media, local_file
 from .metrics import Metrics
+from .prefix_reuse import PrefixPlan, PrefixReuse
 from .request import ChatRequest, with_visual_kind
 from .stopping import CancelFlag, StopStrings
 from .text_stream import final_answer
@@ -76,6 +84,7 @@ class Job:
         self.closed = False
         self.prepared = None
         self.decode_s = 0.0
+        self.plan = PrefixPlan()  # its use of the prefix cache
 
     def push(self, kind: str, value=None) -> None:
         """Hand an event to the request handler (from any thread)."""
@@ -88,6 +97,7 @@ class Job:
 class Worker:
     def __init__(self, session, config: ServeConfig, metrics: Metrics, tmp_dir: Path):
         self.session, self.config, self.metrics, self.tmp_dir = session, config, metrics, tmp_dir
+        self.reuse = PrefixReuse(session, config, metrics)
         self.capacity = config.max_queue + 1
         self.accepting = True
         self._lock = threading.Lock()
@@ -212,6 +222,11 @@ class Worker:
     def _prepare(self, job: Job):
         req = job.request
         path = local_file(job.media, self.config, self.tmp_dir)
+        if self.reuse.enabled:
+            local = job.media.url is None and not job.media.temporary
+            hit = self.reuse.lookup(job.plan, req, path, job.media.source, local)
+            if hit is not None:
+                return hit
         started = time.perf_counter()
         visual = self.session.load_visual(path, fps=req.fps, frames=req.frames, max_frames=self.config.max_frames,
                                           max_pixels=req.max_pixels, min_pixels=self.config.min_pixels,
@@ -219,6 +234,7 @@ class Worker:
                                           decode_device=self.config.decode_device)
         job.decode_s = time.perf_counter() - started
         visual = dataclasses.replace(visual, path=job.media.source)
+        self.reuse.decoded(job.plan, path, visual)
         prepared = self.session.prepare_chat(visual, with_visual_kind(req.messages, visual.kind),
                                              max_pixels=req.max_pixels, min_pixels=self.config.min_pixels)
         prepared.visual.frames = prepared.visual.processed = None  # the processor's tensors are kept
@@ -249,6 +265,7 @@ class Worker:
                 self._generate(job)
             finally:
                 job.prepared = None
+                job.plan.release()
                 with self._lock:
                     self._generating = None
                     self._gauges()
@@ -263,13 +280,13 @@ class Worker:
         criteria = [CancelFlag(job.cancelled)]
         if req.stop:
             criteria.append(StopStrings(session.processor.tokenizer, prompt_len, req.stop))
+        options = {
+            "max_new_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p, "seed": req.seed,
+            "video_decode_s": job.decode_s, "stopping_criteria": criteria,
+            "on_text": (lambda piece: job.push("text", piece)) if req.stream else None,
+        }
         try:
-            result = session.generate(
-                job.prepared, preset=req.preset, method=req.method, max_new_tokens=req.max_tokens,
-                temperature=req.temperature, top_p=req.top_p, seed=req.seed, video_decode_s=job.decode_s,
-                on_text=(lambda piece: job.push("text", piece)) if req.stream else None,
-                stopping_criteria=criteria,
-            )
+            result = self._answer(job, options)
         except VitcopError as exc:
             self._fail(job, from_library(exc))
             return
@@ -301,6 +318,20 @@ class Worker:
         m.visual_tokens.labels("after").observe(after)
         self._close(job, "completed", tokens)
         job.push("done", outcome)
+
+    def _answer(self, job: Job, options: dict) -> AskResult:
+        """``job``'s answer: on its cached prefix (a hit); building a prefix to cache (an absent key); or as
+        without a cache."""
+        req, plan, session = job.request, job.plan, self.session
+        if plan.clip is not None:
+            clip = plan.clip
+            return session.answer(job.prepared, preset=clip.preset, method=clip.method, prefix=clip.prefix,
+                                  source="memory", **options)[0]
+        if plan.key is None:
+            return session.generate(job.prepared, preset=req.preset, method=req.method, **options)
+        result, kept = session.answer(job.prepared, preset=plan.preset, method=req.method, **options)
+        self.reuse.keep(plan, kept, req)
+        return result
 
     def _finish_reason(self, result: AskResult, req: ChatRequest, stopped: bool) -> str:
         ids = result.generated_ids

@@ -47,7 +47,7 @@ from .phases import PhaseTimer
 from .prompting import Prepared
 from .streaming import CallbackStreamer
 
-__all__ = ["GenerationMixin", "PrefixBuild", "demo_warning"]
+__all__ = ["GenerationMixin", "KeptPrefix", "demo_warning"]
 
 
 def demo_warning(name: str) -> str:
@@ -149,7 +149,7 @@ class GenerationMixin:
         self.check_lengths(max_new_tokens, s)
         p = prefix_end(self.adapter, ids)
         two_phase = method_class(method).question_independent and 0 < p < s
-        miss = _miss_reason(prefix.prefix, ids, preset.label, method) if two_phase and prefix is not None else None
+        miss = prefix.prefix.miss(prepared.inputs, preset.label, method) if two_phase and prefix is not None else None
         reuse = two_phase and prefix is not None and miss is None
         if two_phase and not reuse and not any(k.startswith("pixel_values") for k in prepared.inputs):
             raise PrefixMiss(f"{miss or 'no prefix was given'}, and this prompt carries no pixels to prefill it afresh")
@@ -312,15 +312,6 @@ class _WholePrompt:
     def __call__(self, input_ids, scores, **kwargs):
         whole = torch.cat([self.prefix_ids.to(input_ids.device).expand(input_ids.shape[0], -1), input_ids], dim=-1)
         return self.criterion(whole, scores, **kwargs)
-
-
-def _miss_reason(prefix: PrunedPrefix, ids: torch.Tensor, preset: str, method: str) -> str | None:
-    """Why ``prefix`` cannot continue the prompt ``ids`` (None: it can)."""
-    if (prefix.preset, prefix.method) != (preset, method):
-        return f"the kept prefix was built under {prefix.method} / {prefix.preset}"
-    if not prefix.covers(ids):
-        return "the prompt's tokens up to the end of the visual differ from the kept prefix's"
-    return None
 
 
 def _prefix_info(kept: KeptPrefix | None, layers: int, *, reused: bool, source: str, miss: str | None,

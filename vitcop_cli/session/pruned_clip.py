@@ -10,6 +10,11 @@ clip and options. The first answer carries the cost of building the prefix (deco
 its times and says ``prefix.reused = false``; every later one says ``reused = true`` and how much time
 reusing saved.
 
+A clip opened from the on-disk prefix cache (``Session.open(..., prefix_store=)``, :mod:`.prefix_store`) has
+``source = "disk"``: its answers all say ``prefix.reused = true, source = "disk"`` (the first one too, with the
+stored build costs as ``saved_s``); the time it took to hash the media and read the file is charged to its first
+answer as ``video_decode_s``. ``warnings``: lines for the first answer's ``warnings`` (the cache's own).
+
 A method that reads the question (FastV) keeps no prefix: the clip then keeps its pixels and each question is
 one single-pass prefill (``prefix.kept = false``).
 
@@ -37,13 +42,17 @@ class PrunedClip:
     question)."""
 
     def __init__(self, session, visual: Visual, prefix: KeptPrefix | None, *, preset, method: str,
-                 system: str | None, max_pixels: int | None, min_pixels: int | None, video_decode_s: float = 0.0):
+                 system: str | None, max_pixels: int | None, min_pixels: int | None, video_decode_s: float = 0.0,
+                 source: str = "memory", warnings: list[str] | None = None):
         self.session = session
+        self.source = source  # where the prefix came from: "memory" (built by this process) or "disk"
+        self.warnings = list(warnings or [])  # added to the first answer's warnings
         self.prefix = prefix
         self.preset, self.method, self.system = preset, method, system
         self.max_pixels, self.min_pixels = max_pixels, min_pixels
         self.visual = visual if prefix is None else without_pixels(visual)
-        self._pending_decode_s = 0.0 if prefix is not None else video_decode_s  # charged to the first answer
+        # charged to the first answer (a prefix built here carries its own decode time)
+        self._pending_decode_s = 0.0 if prefix is not None and source != "disk" else video_decode_s
         self.questions = 0
 
     @property
@@ -74,11 +83,11 @@ class PrunedClip:
         on_text: Callable[[str], None] | None = None,
         seed: int | None = None,
         stopping_criteria: list | None = None,
-        source: str = "memory",
+        source: str | None = None,
     ) -> AskResult:
         """Answer the last user turn of ``messages`` (Hugging Face chat format, the clip's visual in a user
         turn, as ``Session.prepare_chat`` takes it) on the kept prefix. ``source``: where the prefix came from,
-        for the report ("memory", or "disk" for one read from a prefix cache)."""
+        for the report (default: the clip's ``source``, "memory", or "disk" for one read from a prefix cache)."""
         s = self.session
         options = dict(preset=self.preset, method=self.method, max_new_tokens=max_new_tokens,
                        temperature=temperature, top_p=top_p, on_text=on_text, seed=seed,
@@ -90,6 +99,11 @@ class PrunedClip:
             result = s.generate(prepared, video_decode_s=decode_s, **options)
         else:
             prepared = s.prepare_prompt(self.visual, messages, max_pixels=self.max_pixels, min_pixels=self.min_pixels)
-            result, _ = s.answer(prepared, prefix=self.prefix, source=source, **options)
+            decode_s, self._pending_decode_s = self._pending_decode_s, 0.0
+            result, _ = s.answer(prepared, prefix=self.prefix, source=source or self.source, video_decode_s=decode_s,
+                                 **options)
+        if self.warnings:
+            result.warnings += self.warnings
+            self.warnings = []
         self.questions += 1
         return result

@@ -6,16 +6,21 @@ side :mod:`.generation`; this module holds what the model is (type, dtype, depth
 preset check against its depth, :meth:`Session.open` (decode, prepare and prune a clip once, keep its
 pruned prefix: a :class:`~vitcop_cli.session.pruned_clip.PrunedClip` to ask many questions) and
 :meth:`Session.ask` = open + one question, with every option checked before anything is decoded.
+With a :class:`~vitcop_cli.session.prefix_store.PrefixStore` (``--prefix-cache DIR``), ``open`` looks the clip up on
+disk first (its key: the media file's SHA-256, the open call's options, the model's identity): a hit is a clip
+with no decode and no prefill (``source = "disk"``); a miss is opened as without a store and then saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from pruning.methods import method_class
 from pruning.presets import Preset, PresetError
 
 from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
@@ -26,9 +31,13 @@ from ..result import AskResult
 from .choices import as_preset, check_method
 from .generation import GenerationMixin
 from .ingest import IngestMixin
+from .prefix_key import ClipOptions
 from .prompting import PromptingMixin
 from .pruned_clip import PrunedClip
 from .runtime import Clock, MemoryMeter
+
+if TYPE_CHECKING:
+    from .prefix_store import PrefixStore
 
 __all__ = ["Session"]
 
@@ -97,19 +106,38 @@ class Session(IngestMixin, PromptingMixin, GenerationMixin):
         resize: str = "fast",
         decoder: str | None = None,
         decode_device: str = "cpu",
+        prefix_store: PrefixStore | None = None,
     ) -> PrunedClip:
         """Decode ``video`` (a clip or an image file), encode and prune it once under ``preset`` / ``method``
         with the system prompt ``system``; ask the returned :class:`PrunedClip` as many questions as you like,
-        each answered on the kept pruned prefix. Every option is checked before anything is decoded."""
+        each answered on the kept pruned prefix. Every option is checked before anything is decoded.
+
+        ``prefix_store``: the on-disk prefix cache. ``video`` (a local file: fetch a URL first) is hashed and
+        looked up under the options of this call; a hit decodes and prefills nothing (``clip.source == "disk"``),
+        a miss (a file that cannot be used: with one warning on the first answer) is opened as usual and saved.
+        Not used for a method that reads the question (FastV keeps no prefix)."""
         preset = self.check_preset(preset)
         check_method(method)
         check_frame_options(fps=fps, frames=frames, max_frames=max_frames)
         check_text(system, "the system prompt")
         started = time.perf_counter()
+        key = None
+        if prefix_store is not None and method_class(method).question_independent:
+            options = ClipOptions(preset=preset.label, method=method, system=system, fps=fps, frames=frames,
+                                  max_frames=max_frames, max_pixels=max_pixels, min_pixels=min_pixels, resize=resize,
+                                  decoder=decoder, decode_device=decode_device)
+            key = _prefix_key(self, video, options)
+        notes: list[str] = []
+        if key is not None:
+            clip = self._disk_clip(prefix_store, key, path=video, preset=preset, method=method, system=system,
+                                   max_pixels=max_pixels, min_pixels=min_pixels, started=started, notes=notes)
+            if clip is not None:
+                return clip
         visual = self.load_visual(video, fps=fps, frames=frames, max_frames=max_frames, max_pixels=max_pixels,
                                   min_pixels=min_pixels, resize=resize, decoder=decoder, decode_device=decode_device)
-        return self.open_visual(visual, preset=preset, method=method, system=system, max_pixels=max_pixels,
-                                min_pixels=min_pixels, video_decode_s=time.perf_counter() - started)
+        return self._open_visual(visual, preset=preset, method=method, system=system, max_pixels=max_pixels,
+                                 min_pixels=min_pixels, video_decode_s=time.perf_counter() - started,
+                                 store=prefix_store if key is not None else None, key=key, notes=notes)
 
     def open_visual(
         self,
@@ -121,22 +149,59 @@ class Session(IngestMixin, PromptingMixin, GenerationMixin):
         max_pixels: int | None = None,
         min_pixels: int | None = None,
         video_decode_s: float = 0.0,
+        prefix_store: PrefixStore | None = None,
+        prefix_key: str | None = None,
     ) -> PrunedClip:
         """:meth:`open` for an already decoded ``visual``; ``video_decode_s``: what decoding it took (charged to
-        the first answer)."""
+        the first answer). ``prefix_store`` with ``prefix_key`` (:func:`~.prefix_store.prefix_key` of the file
+        ``visual`` was decoded from and the options it was decoded with): a hit skips the prefill, a miss is
+        saved (looking up before decoding, as :meth:`open` does, also saves the decode)."""
         preset = self.check_preset(preset)
         check_method(method)
         check_text(system, "the system prompt")
+        started = time.perf_counter()
+        notes: list[str] = []
+        if prefix_store is not None and prefix_key is not None and method_class(method).question_independent:
+            clip = self._disk_clip(prefix_store, prefix_key, path=visual.path, preset=preset, method=method,
+                                   system=system, max_pixels=max_pixels, min_pixels=min_pixels,
+                                   started=started - video_decode_s, notes=notes)
+            if clip is not None:
+                return clip
+        else:
+            prefix_store = None
+        return self._open_visual(visual, preset=preset, method=method, system=system, max_pixels=max_pixels,
+                                 min_pixels=min_pixels, video_decode_s=video_decode_s, store=prefix_store,
+                                 key=prefix_key, notes=notes)
+
+    def _disk_clip(self, store: PrefixStore, key: str, *, path, preset: Preset, method: str, system, max_pixels,
+                   min_pixels, started: float, notes: list[str]) -> PrunedClip | None:
+        """The clip stored under ``key``, or None (a miss; a file that could not be used adds its line to
+        ``notes``). Its visual takes the path it is opened from now (the key is the content's, not the name's)."""
+        hit = store.load(key, self, warnings=notes)
+        if hit is None:
+            return None
+        kept, visual = hit
+        visual = dataclasses.replace(visual, path=str(path))
+        return PrunedClip(self, visual, kept, preset=preset, method=method, system=system, max_pixels=max_pixels,
+                          min_pixels=min_pixels, video_decode_s=time.perf_counter() - started, source="disk",
+                          warnings=notes)
+
+    def _open_visual(self, visual: Visual, *, preset: Preset, method: str, system, max_pixels, min_pixels,
+                     video_decode_s: float, store: PrefixStore | None, key: str | None,
+                     notes: list[str]) -> PrunedClip:
+        """Prepare and prefill ``visual``'s prefix into a clip; with ``store``, save it under ``key``."""
         clip = PrunedClip(self, visual, None, preset=preset, method=method, system=system, max_pixels=max_pixels,
-                          min_pixels=min_pixels, video_decode_s=video_decode_s)
+                          min_pixels=min_pixels, video_decode_s=video_decode_s, warnings=notes)
         # the prompt's system + visual part (its text after the visual is not prefilled)
         messages = [*clip.messages("")[:-1], {"role": "user", "content": [{"type": visual.kind}]}]
         prepared = self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels)
         kept = self.build_prefix(prepared, preset=preset, method=method, video_decode_s=video_decode_s)
         if kept is None:
             return clip
+        if store is not None and key is not None:
+            store.save(key, self, kept, visual, warnings=notes)
         return PrunedClip(self, visual, kept, preset=preset, method=method, system=system, max_pixels=max_pixels,
-                          min_pixels=min_pixels)
+                          min_pixels=min_pixels, warnings=notes)
 
     def ask(
         self,
@@ -175,3 +240,18 @@ class Session(IngestMixin, PromptingMixin, GenerationMixin):
                          decode_device=decode_device)
         return clip.ask(question, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                         on_text=on_text, seed=seed)
+
+
+def _prefix_key(session: Session, video, options: ClipOptions) -> str | None:
+    """The store key of the file ``video``: checked first as decoding checks it (an InputError names what is wrong,
+    and a FIFO or device is never read); None when it cannot be read (decoding then says why)."""
+    import os
+
+    from ..media.video import check_path
+    from .prefix_store import prefix_key
+
+    check_path(os.fsdecode(video))
+    try:
+        return prefix_key(session, video, options)
+    except OSError:
+        return None
