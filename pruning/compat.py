@@ -152,6 +152,16 @@ def generate_cache_kwargs(model, cache) -> dict:
     return {cache_keyword(model): cache}
 
 
+#: a linear-attention cache layer's count of the tokens it has seen (5.24+; 5.20 has none)
+LINEAR_SEEN = "cumulative_length_linear"
+
+
+def counts_linear_tokens(cache, layer: int) -> bool:
+    """True when linear-attention layer ``layer`` of ``cache`` counts the tokens it has seen (5.24+), so
+    ``cache_length`` can be asked of it."""
+    return hasattr(cache.layers[layer], LINEAR_SEEN)
+
+
 def copy_cache(cache):
     """A deep copy of a KV cache (every layer's keys / values, a linear layer's conv / recurrent states):
     the copy can be extended without touching the original (a reused prefix stays immutable)."""
@@ -163,7 +173,7 @@ def copy_cache(cache):
 def cache_tensors(cache) -> dict:
     """Every tensor a DynamicCache holds, by a stable name: ``{i}.keys`` / ``{i}.values`` for a softmax
     layer (b, H_kv, S_i, d), ``{i}.conv`` / ``{i}.recurrent`` for a linear-attention layer (its state at the
-    last token) and ``{i}.length`` (a 0-d int64: the tokens it has seen, ``cumulative_length_linear``, what
+    last token) and, from 5.24, ``{i}.length`` (a 0-d int64: the tokens it has seen, :data:`LINEAR_SEEN`, what
     ``cache.get_seq_length(i)`` answers and ``generate`` reads as the past length when layer 0 is linear).
     The cache's bytes, and its content on disk (:func:`cache_from_tensors` rebuilds it, every layer's
     attributes equal to the original's)."""
@@ -172,7 +182,8 @@ def cache_tensors(cache) -> dict:
         if hasattr(entry, "recurrent_states"):
             out[f"{i}.conv"] = entry.conv_states[0]
             out[f"{i}.recurrent"] = entry.recurrent_states[0]
-            out[f"{i}.length"] = entry.cumulative_length_linear
+            if hasattr(entry, LINEAR_SEEN):  # 5.24+: the layer counts the tokens it has seen
+                out[f"{i}.length"] = getattr(entry, LINEAR_SEEN)
         else:
             out[f"{i}.keys"] = entry.keys
             out[f"{i}.values"] = entry.values
@@ -186,13 +197,16 @@ def cache_from_tensors(config, tensors: dict) -> object:
     used = set()
     for i, entry in enumerate(cache.layers):
         if hasattr(entry, "recurrent_states"):
+            counts = hasattr(entry, LINEAR_SEEN)
             conv, rec, seen = (tensors.get(f"{i}.{name}") for name in ("conv", "recurrent", "length"))
-            if conv is None or rec is None or seen is None or seen.numel() != 1:
+            if conv is None or rec is None or (counts and (seen is None or seen.numel() != 1)):
                 raise ValueError(f"layer {i}: no linear-attention state")
             entry.update_conv_state(conv)  # a prefill's update: sets has_previous_state, counts conv's width
             entry.update_recurrent_state(rec)
-            entry.cumulative_length_linear.copy_(seen.reshape(()))  # the tokens the layer really saw
-            used |= {f"{i}.conv", f"{i}.recurrent", f"{i}.length"}
+            used |= {f"{i}.conv", f"{i}.recurrent"}
+            if counts:
+                getattr(entry, LINEAR_SEEN).copy_(seen.reshape(()))  # the tokens the layer really saw
+                used.add(f"{i}.length")
         else:
             keys, values = tensors.get(f"{i}.keys"), tensors.get(f"{i}.values")
             if keys is None or values is None:

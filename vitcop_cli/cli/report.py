@@ -57,14 +57,15 @@ def _stages(p) -> str:
 PHASE_LABELS = (
     ("video decode", "video_decode_s"), ("preprocess", "preprocess_s"), ("generate set-up", "generate_setup_s"),
     ("encoder", "vision_encoder_s"), ("pre-LLM", "pre_llm_s"), ("LLM layers", "llm_layers_s"),
-    ("pruning", "pruning_s"), ("first token", "first_token_s"),
+    ("pruning", "pruning_s"), ("question set-up", "question_setup_s"), ("first token", "first_token_s"),
 )
 
 
 def _phases(ph) -> str:
     """The phase breakdown in one wrapped cell: each phase's time and share of the total."""
     total = ph.total_s or 1.0
-    parts = [f"{label} {_s(getattr(ph, key))} ({getattr(ph, key) / total:.0%})" for label, key in PHASE_LABELS]
+    parts = [f"{label} {_s(getattr(ph, key))} ({getattr(ph, key) / total:.0%})" for label, key in PHASE_LABELS
+             if key != "question_setup_s" or getattr(ph, key)]  # two-phase answers that built their prefix
     return " · ".join(parts) + f" = {_s(ph.total_s)}"
 
 

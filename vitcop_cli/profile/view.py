@@ -129,7 +129,7 @@ def _phase_table(result, t, unit: str):
         table.add_column(col, justify="left" if col == "row" else "right", overflow="fold")
     for r in result.rows:
         ph = r.phases
-        other = ph.generate_setup_s + ph.first_token_s
+        other = ph.generate_setup_s + ph.question_setup_s + ph.first_token_s
         parts = (ph.vision_encoder_s, ph.pre_llm_s, ph.llm_layers_s, ph.pruning_s, other)
         label = "none" if r.method == "none" else f"{r.preset} {r.method}"
         table.add_row(escape(label), *(t(x) for x in parts), t(sum(parts)))

@@ -198,7 +198,9 @@ def _rebuild(session, data: dict[str, torch.Tensor], fields: dict) -> tuple[Kept
     if state is not None:
         check_cache(state, shape, cache, " of the stored prefix")
     else:
-        for layer in range(shape.layers):  # unpruned: every layer saw the whole prefix (a linear one: its count)
+        for layer in range(shape.layers):  # unpruned: every layer saw the whole prefix (a linear one: its count,
+            if not shape.has_keys(layer) and not compat.counts_linear_tokens(cache, layer):  # where it keeps one)
+                continue
             got = compat.cache_length(cache, layer)
             if got != length:
                 raise Rejected(f"layer {layer} holds {got} tokens, not the prefix's {length}")
