@@ -319,7 +319,7 @@ def test_a_cached_prefix_whose_tokens_differ_is_not_used(session, root):
     with serving(session, root, prefix_cache_bytes=2**20) as served:
         worker = served.app.state.worker
         req = parse_chat_request({"messages": messages}, worker.config, {served.model})
-        key = request_key(worker.reuse.identity, path, req, worker.config, "1_3", "The real system prompt.")
+        key, _ = request_key(worker.reuse.identity, path, req, worker.config, "1_3", "The real system prompt.")
         worker.reuse.cache.put(key, session.open(CLIP, frames=FRAMES, system="A planted prefix."))
         out = served.ask(messages)
         m = served.metrics()

@@ -8,7 +8,8 @@ The parts, each with its own contract:
 - :mod:`.plan`: the jobs (the unpruned preset once per item), what is pending, each rank's share.
 - :mod:`.runner`: :func:`run_batch`, the loop over this rank's share.
 - :mod:`.clips`: each item's clip decoded for the model and prepared; :mod:`.prefetch`: that, one item ahead
-  in a thread; :mod:`.reuse`: the pruned prefixes kept for the clip at hand, reused by its next questions.
+  in a thread; :mod:`.reuse`: the pruned prefixes kept for the clip at hand, reused by its next questions;
+  :mod:`.disk`: their on-disk tier (``--prefix-cache DIR``), shared between runs, ranks and machines.
 - :mod:`.progress`: the events a run reports and their counts (all ranks).
 - :mod:`.store`: result lines, keys, reading, per-rank part files.
 - :mod:`.merge`: parts into ``--out``, exactly one line per key, atomically.
@@ -23,8 +24,8 @@ loaded on first use: :mod:`.runner` brings in torch, and the CLI imports this pa
 :mod:`.cli`) on every start, ``vitcop --help`` included.
 """
 
-_SUBMODULES = frozenset({"cli", "clips", "dist", "launch", "lock", "merge", "plan", "prefetch", "progress", "request",
-                         "reuse", "runner", "store", "summary", "view"})
+_SUBMODULES = frozenset({"cli", "clips", "disk", "dist", "launch", "lock", "merge", "plan", "prefetch", "progress",
+                         "request", "reuse", "runner", "store", "summary", "view"})
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..cli import option_types as o
-from ..cli.common import fail, state
+from ..cli.common import check_prefix_cache, fail, prefix_store, state
 from ..errors import InputError, VitcopError
 
 
@@ -56,6 +56,8 @@ def batch_cmd(
     resize: o.Resize = "fast",
     decoder: o.Decoder = "decord",
     decode_device: o.DecodeDevice = "cpu",
+    prefix_cache: o.PrefixCache = None,
+    prefix_cache_gb: o.PrefixCacheGb = 4.0,
     prefetch: bool = typer.Option(
         True, "--prefetch/--no-prefetch", help="Decode and preprocess the next clip while the current one generates."
     ),
@@ -83,6 +85,8 @@ def batch_cmd(
 
     Consecutive questions on one clip share its pruned prefix: the clip is decoded, encoded and pruned once
     per preset and method, and the later questions only prefill their own tokens (same answers).
+    With --prefix-cache DIR the pruned prefixes are also kept on disk: a later run (or another rank or machine
+    sharing DIR) about the same clip, options and model reads them instead of decoding and prefilling again.
 
     Many GPUs: --nproc N, or torchrun --nproc-per-node N -m vitcop_cli batch ... (also multi-node).
 
@@ -106,6 +110,7 @@ def batch_cmd(
                            decoder=decoder, decode_device=decode_device)
         # before torch is imported: bad options, inputs and --out fail in a second
         loaded, method_list, _ = check_request(presets.split(","), methods.split(","), out, input, **run_options)
+        check_prefix_cache(prefix_cache, prefix_cache_gb)
         inputs = _read_inputs(input, question)
         if nproc is not None:
             _launch(ctx, nproc, out, debug)
@@ -118,11 +123,13 @@ def batch_cmd(
 
             lock = take_lock() if dctx is None else dctx.agree("taking the --out lock", take_lock)
             device = _rank_device(dctx, device)
+            store = prefix_store(prefix_cache, prefix_cache_gb)  # every rank: they share the folder
             options = dict(
                 presets=presets.split(","), methods=method_list, fps=fps, frames=frames, max_frames=max_frames,
                 max_pixels=max_pixels, min_pixels=min_pixels, system=system, max_new_tokens=max_new_tokens,
                 temperature=temperature, top_p=top_p, seed=seed, prefetch=prefetch, retry_failed=not skip_failed,
                 dist=dctx, lock=lock, resize=resize, decoder=decoder, decode_device=decode_device,
+                prefix_store=store,
             )
             load = dict(model=model, device=device, dtype=dtype, attn=attn, offline=offline)
             summary = _run(inputs, out, loaded, load, options, dctx, json_out=json_out, debug=debug)

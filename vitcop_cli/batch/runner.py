@@ -41,6 +41,14 @@ Contract (the package docstring gives the whole picture):
   that are not consecutive in the input (or in this rank's share) each build their own. A prefix that
   does not cover the prompt (``PrefixMiss``), or a job with none kept (the job before it failed), is
   prepared in full and answered afresh. FastV reads the question: nothing is kept.
+- Disk tier (``prefix_store``, ``--prefix-cache DIR``; :mod:`.disk`). A clip's first job per (preset, method)
+  (no prefix kept in memory for it) is looked up in the store, ahead, where the clip is prepared, under a key of
+  the media's content (SHA-256), the model's identity and the run's options: a hit answers on the stored prefix
+  (tokens-only prompt; ``prefix.source = "disk"``, ``reused = true``; counted with the reuses) and is kept in
+  memory for the clip's next jobs; a miss answers as without a store and saves the prefix it built. A clip whose
+  every first job is a hit is not decoded. A store file that cannot be used is a miss with one line in that
+  result's ``warnings``; a save that fails is a warning: the cache never fails a line. Ranks may share DIR (the
+  store's writes are atomic).
 - Summary. Counts are for this run, all ranks (``ok``, ``failed``, ``skipped`` = already done,
   ``skipped_failed`` = earlier failures left alone, ``prefix_reuses`` / ``prefix_saved_s`` = answers
   on a reused prefix and the time that saved); the figures cover every result of the input's jobs,
@@ -67,6 +75,7 @@ from ..questions.scoring import MC_INSTRUCTION, gold_letter, mc_prompt, parse_le
 from ..result import AskResult
 from . import merge as merging
 from .clips import ClipInput, Clips
+from .disk import DiskPrefixes
 from .dist import wait_for_ranks
 from .lock import OutLock
 from .plan import NO_METHOD, combos, job_key, plan, shares
@@ -208,6 +217,7 @@ class _Run:
     tracker: Tracker | None = None
     clips: Clips | None = None
     prefixes: ClipPrefixes | None = None  # the current clip's kept prefixes (None: no reuse)
+    disk: DiskPrefixes | None = None  # the on-disk tier (--prefix-cache), or None
 
     @property
     def rank(self) -> int:
@@ -264,7 +274,7 @@ class _Run:
             result, error, failure = None, None, exc
             if failure is None:
                 try:
-                    result = self._one(item, value, pr, self.method if m == NO_METHOD else m)
+                    result = self._one(item, value, pr, self.method if m == NO_METHOD else m, (m, pr.label))
                 except Exception as gen_exc:  # noqa: BLE001 - recorded, the batch goes on
                     failure = gen_exc
             if failure is not None:
@@ -274,11 +284,16 @@ class _Run:
             self.tracker.job(item, m, pr.label, error, failure, reused=bool(info is not None and info.reused),
                              saved_s=info.saved_s if info is not None and info.reused else 0.0)
 
-    def _one(self, item, value: ClipInput, preset, method: str) -> AskResult:
-        """One job: on the clip's kept prefix for (preset, method) when there is one, else afresh; the prefix
-        it ran on is kept for the next job (see the module docstring)."""
+    def _one(self, item, value: ClipInput, preset, method: str, job: tuple) -> AskResult:
+        """One job: on the clip's kept prefix for (preset, method) when there is one, else on the store's
+        (``--prefix-cache``), else afresh (a prefix built with a store is saved there); the prefix it ran on is
+        kept for the next job (see the module docstring)."""
         options = dict(preset=preset, method=method, video_decode_s=value.decode_s, **self.generation)
         kept = None if self.prefixes is None else self.prefixes.get(item.video, preset.label, method)
+        disk = value.disk
+        if kept is None and disk is not None and job in disk.hits:
+            kept, options["source"] = disk.hits.pop(job), "disk"
+            options["video_decode_s"] += disk.seconds.get(job, 0.0)  # hashing the clip, reading the file
         if kept is not None and value.prompt is not None:
             try:
                 result, kept = self.session.answer(value.prompt, prefix=kept, **options)
@@ -286,6 +301,10 @@ class _Run:
                 result, kept = self.session.answer(self.clips.full(value, item), prefix=kept, **options)
         else:
             result, kept = self.session.answer(self.clips.full(value, item), prefix=kept, **options)
+        if disk is not None:
+            result.warnings += disk.warnings.pop(job, [])
+            if result.prefix is not None and result.prefix.source == "built":
+                result.warnings += self.disk.save(disk, job, kept, value.meta)
         if self.prefixes is not None:
             self.prefixes.keep(item.video, preset.label, method, kept)
         return result
@@ -357,6 +376,7 @@ def run_batch(
     decoder: str | None = None,
     decode_device: str = "cpu",
     reuse_prefixes: bool = True,
+    prefix_store=None,
 ) -> BatchSummary:
     """Run every item under every (method, preset) on ``session``; results end up in ``out_path``.
 
@@ -369,7 +389,10 @@ def run_batch(
     ``lock``: an :class:`OutLock` already held on ``out_path`` (else rank 0 takes one).
     ``reuse_prefixes``: internal, for benchmarks and tests only (no CLI option): ``False`` answers every job
     afresh (its full inputs prepared, its prefix built for it alone), as batch did before prefix reuse; the
-    answers are the same either way.
+    answers are the same either way (and ``prefix_store`` is not used).
+    ``prefix_store``: a :class:`~vitcop_cli.session.prefix_store.PrefixStore` (``--prefix-cache DIR``): each
+    clip's first job per (preset, method) reads its pruned prefix from it when there (``prefix.source ==
+    "disk"``), else saves the prefix it builds (see the module docstring, :mod:`.disk`). Ranks may share it.
 
     Steps: check (:func:`.request.check_request`, the presets against the model, the lengths), recover what
     earlier runs left (rank 0), plan this rank's share, run it (:meth:`_Run.execute`).
@@ -398,10 +421,16 @@ def run_batch(
         sampling = dict(fps=fps, frames=frames, max_frames=max_frames, resize=resize, decoder=decoder,
                         decode_device=decode_device)
         expect = None
+        def keeps(m):
+            return _keeps_prefix(run.method if m == NO_METHOD else m)
+
         if reuse_prefixes:
             run.prefixes = ClipPrefixes(run.model, dict(system=system, **sampling, **sizes))
-            expect = expected_reuse(mine, lambda m: _keeps_prefix(run.method if m == NO_METHOD else m))
-        run.clips = Clips(session, mine, dict(**sampling, **sizes), dict(system=system, **sizes), expect)
+            expect = expected_reuse(mine, keeps)
+            if prefix_store is not None:
+                run.disk = DiskPrefixes(session, prefix_store, dict(system=system, **sampling, **sizes),
+                                        lambda m: run.method if m == NO_METHOD else m, keeps)
+        run.clips = Clips(session, mine, dict(**sampling, **sizes), dict(system=system, **sizes), expect, run.disk)
         return run.execute(mine, run.clips)
     finally:
         if own_lock and held[0] is not None:

@@ -9,6 +9,8 @@ SIGTERM / SIGHUP the command returns: exit status 0; the same signals while the 
 loading stop it too, with one line and status 0. Importing this module is cheap (no FastAPI, no torch).
 ``--prefix-cache-mb`` left out is resolved once the model is loaded, on its device
 (:func:`~vitcop_cli.serve.prefix_cache.default_capacity`); the start-up line states the capacity.
+``--prefix-cache DIR`` (env ``VITCOP_PREFIX_CACHE``) adds the disk tier, capped at ``--prefix-cache-gb``: both
+checked and the folder created before the model loads (a file there, a bad size: exit 2).
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ def _prefix_cache_bytes(mib: float | None) -> int | None:
     return int(mib * 2**20)
 
 
-def _cache_phrase(capacity: int) -> str:
-    return f"prefix cache {capacity / 2**20:,.0f} MiB" if capacity else "prefix cache off"
+def _cache_phrase(capacity: int, folder: Path | None = None, disk_bytes: int = 0) -> str:
+    memory = f"prefix cache {capacity / 2**20:,.0f} MiB" if capacity else "prefix cache off"
+    if folder is None:
+        return memory
+    return f"{memory if capacity else 'prefix cache: no memory tier'} + disk {folder} ({disk_bytes / 2**30:g} GiB)"
 
 
 def serve_cmd(
@@ -98,6 +103,8 @@ def serve_cmd(
         "(e.g. each turn of a chat about one video): least recently used evicted first; 0: off. "
         "Default: 10% of the GPU's memory on CUDA, else min(10% of RAM, 2048).",
     ),
+    prefix_cache: o.PrefixCache = None,
+    prefix_cache_gb: o.PrefixCacheGb = 4.0,
     fps: o.Fps = None,
     frames: o.Frames = None,
     max_frames: o.MaxFrames = 768,
@@ -118,14 +125,15 @@ def serve_cmd(
 
     Loads the model once and answers one request at a time; the rest wait in a bounded queue.
     A video's pruned prefix (system prompt + visual) is kept and reused by later requests about the same media
-    bytes and options, bit-identical to answering afresh (--prefix-cache-mb).
+    bytes and options, bit-identical to answering afresh (--prefix-cache-mb); with --prefix-cache DIR also on disk,
+    so a restarted server (or another one sharing DIR) skips decoding and prefilling clips seen before.
     Binds to 127.0.0.1 unless --host says otherwise.
     Per request: at most 4 stop strings of 1,000 characters each; a bad request is a 4xx with a one-line reason. Ctrl-C / SIGTERM / SIGHUP: stop, cancel in-flight work, exit 0
     (also while the model is still loading).
     """
     from rich.markup import escape
 
-    from ..cli.common import err, fail, state
+    from ..cli.common import check_prefix_cache, err, fail, prefix_store, state
     from ..cli.signals import Terminated, terminate_as_interrupt
 
     state["debug"] = debug
@@ -145,6 +153,7 @@ def serve_cmd(
             raise InputError(
                 f"vitcop serve needs the serve extra ({exc.name} is missing): pip install -e \".[serve]\""
             ) from None
+        check_prefix_cache(prefix_cache, prefix_cache_gb)
         if log_level not in _LOG_LEVELS:
             raise InputError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
         from ..media.netguard import parse_domain_patterns
@@ -160,7 +169,10 @@ def serve_cmd(
             max_new_tokens=max_new_tokens, max_body_bytes=_mib_to_bytes("--max-body-mb", max_body_mb),
             max_media_bytes=_mib_to_bytes("--max-media-mb", max_media_mb), resize=resize, decoder=decoder,
             decode_device=decode_device, prefix_cache_bytes=_prefix_cache_bytes(prefix_cache_mb),
+            prefix_cache_dir=prefix_cache.expanduser() if prefix_cache is not None else None,
+            prefix_cache_disk_bytes=max(1, int(prefix_cache_gb * 2**30)),
         ).check()
+        prefix_store(config.prefix_cache_dir, prefix_cache_gb)  # creates the folder, or says why it cannot
         sock = bind(host, port)
         api.quiet_library_logs(debug)
         try:
@@ -176,10 +188,11 @@ def serve_cmd(
                                                                                   session.device))
         bound = sock.getsockname()
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        cache = _cache_phrase(config.prefix_cache_bytes, config.prefix_cache_dir, config.prefix_cache_disk_bytes)
         err.print(
             f"serving {escape(model)} on http://{shown}:{bound[1]}/v1 "
             f"({'API key required' if api_key else 'no API key'}; {escape(remote_policy(config))}; "
-            f"{_cache_phrase(config.prefix_cache_bytes)}; Ctrl-C to stop)",
+            f"{escape(cache)}; Ctrl-C to stop)",
             highlight=False, soft_wrap=True,
         )
         if getattr(session, "demo_model", False):

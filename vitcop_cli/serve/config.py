@@ -1,9 +1,9 @@
 """What ``vitcop serve`` was started with: one frozen dataclass, read by every part of the server.
 
 Contract: :class:`ServeConfig` holds the server-wide settings (the loaded model's name, bind address,
-security, queue and size limits, the prefix cache's capacity) and the per-request defaults that a
-request's ``"vitcop"`` object or sampling fields may override (preset, method, frame sampling, pixel
-cap, answer length). Sizes are bytes, times seconds. :meth:`ServeConfig.check` raises
+security, queue and size limits, the prefix cache's capacity and its optional folder on disk) and the
+per-request defaults that a request's ``"vitcop"`` object or sampling fields may override (preset, method,
+frame sampling, pixel cap, answer length). Sizes are bytes, times seconds. :meth:`ServeConfig.check` raises
 :class:`~vitcop_cli.errors.InputError` for a bad combination before any model is loaded.
 """
 
@@ -49,6 +49,10 @@ class ServeConfig:
     # (the default here, for embedding); None = the device's default (what `vitcop serve` passes unless
     # --prefix-cache-mb is given): serve.prefix_cache.default_capacity
     prefix_cache_bytes: int | None = 0
+    # --prefix-cache DIR: pruned prefixes also kept on disk (session.prefix_store), found again by later servers;
+    # None = no disk tier. --prefix-cache-gb: the folder's size cap in bytes
+    prefix_cache_dir: Path | None = None
+    prefix_cache_disk_bytes: int = 4 * 2**30
 
     def check(self) -> "ServeConfig":
         """``self`` if every setting is usable, else :class:`InputError` naming the option."""
@@ -71,6 +75,10 @@ class ServeConfig:
         if self.prefix_cache_bytes is not None and self.prefix_cache_bytes < 0:
             raise InputError(f"--prefix-cache-mb must be >= 0 (0 turns the prefix cache off; got "
                              f"{self.prefix_cache_bytes / 2**20:g})")
+        if self.prefix_cache_disk_bytes < 1:
+            raise InputError("--prefix-cache-gb must be a positive number of GiB")
+        if self.prefix_cache_dir is not None and self.prefix_cache_dir.exists() and not self.prefix_cache_dir.is_dir():
+            raise InputError(f"--prefix-cache {self.prefix_cache_dir}: not a folder")
         check_decoding(self.resize, self.decoder, self.decode_device)
         for root in self.allowed_media_roots:
             if not root.is_absolute() or not root.is_dir():

@@ -17,7 +17,12 @@ the Prometheus text format. Names (all prefixed ``vitcop_``):
   (``absent``: nothing cached under its key; ``not_covered``: its prompt before the question cannot be
   shared, e.g. text before the visual; ``not_kept``: its method reads the question, no prefix is kept),
   ``prefix_cache_evictions_total``, ``prefix_cache_oversize_total`` (prefixes larger than the whole
-  capacity, not cached); gauges ``prefix_cache_bytes``, ``prefix_cache_entries``, ``prefix_cache_capacity_bytes``.
+  capacity, not cached); gauges ``prefix_cache_bytes``, ``prefix_cache_entries``, ``prefix_cache_capacity_bytes``;
+  with ``--prefix-cache DIR`` (the disk tier): ``prefix_cache_disk_hits_total`` (answered on a prefix read from
+  the folder after a memory miss; not counted in ``hits_total`` nor ``misses_total``),
+  ``prefix_cache_disk_saves_total`` (prefixes written to it) and ``prefix_cache_disk_errors_total`` (files not
+  used or not written: damaged, another model, disk full...; each one also a warning in the server log).
+  A looked-up request is exactly one of: a hit, a disk hit, a miss.
 """
 
 from __future__ import annotations
@@ -61,6 +66,12 @@ class Metrics:
                                         "used first) to make room.", registry=r)
         self.prefix_oversize = Counter("vitcop_prefix_cache_oversize", "Pruned prefixes not cached: larger than "
                                        "the whole capacity.", registry=r)
+        self.prefix_disk_hits = Counter("vitcop_prefix_cache_disk_hits", "Requests answered on a pruned prefix read "
+                                        "from --prefix-cache DIR (after a memory miss).", registry=r)
+        self.prefix_disk_saves = Counter("vitcop_prefix_cache_disk_saves", "Pruned prefixes written to "
+                                         "--prefix-cache DIR.", registry=r)
+        self.prefix_disk_errors = Counter("vitcop_prefix_cache_disk_errors", "Prefix files in --prefix-cache DIR "
+                                          "not used (damaged, another model or version) or not written.", registry=r)
         self.prefix_bytes = Gauge("vitcop_prefix_cache_bytes", "Bytes the cached pruned prefixes hold.", registry=r)
         self.prefix_entries = Gauge("vitcop_prefix_cache_entries", "Cached pruned prefixes.", registry=r)
         self.prefix_capacity = Gauge("vitcop_prefix_cache_capacity_bytes", "The prefix cache's capacity "

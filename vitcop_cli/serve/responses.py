@@ -6,10 +6,11 @@ and ``choices`` (one choice, ``index`` 0, ``logprobs`` null). ``usage`` counts p
 included) and their total. The ``vitcop`` object is :func:`vitcop_report`: what ``ask --json``
 prints (``AskResult.to_dict()``) without ``answer`` (it is the message content), ``visual.path``
 naming the media as the request gave it (also when its pruned prefix came from another request's),
-``prefix`` (the pruned prefix it ran on: ``reused``, ``source`` "memory" on a prefix-cache hit, ``saved_s``,
-``bytes``, ...), plus ``server``: ``request_id``, ``queue_s`` (admission to generation start), ``ttft_s``
-(admission to the end of the first forward), ``total_s`` and ``prefix_cache`` (``"hit"``, the miss reason
-``"absent"`` / ``"not_covered"`` / ``"not_kept"``, or ``"off"``).
+``prefix`` (the pruned prefix it ran on: ``reused``, ``source`` "memory" on a prefix-cache hit, "disk" on a
+hit in ``--prefix-cache DIR``, ``saved_s``, ``bytes``, ...), plus ``server``: ``request_id``, ``queue_s``
+(admission to generation start), ``ttft_s`` (admission to the end of the first forward), ``total_s`` and
+``prefix_cache`` (``"hit"``, ``"hit_disk"``, the miss reason ``"absent"`` / ``"not_covered"`` / ``"not_kept"``,
+or ``"off"``).
 In a stream, the chunk carrying ``finish_reason`` also carries ``vitcop``; with
 ``stream_options.include_usage`` every chunk has ``usage: null`` and one last chunk with no
 choices carries the usage. SSE framing: ``data: <json>\\n\\n`` per chunk, then ``data: [DONE]\\n\\n``.

@@ -27,6 +27,10 @@ Contract:
   prepared and answered exactly as without a cache, and when its key was ``absent`` the prefix its answer
   built is cached before the answer is handed back (so the client's next turn finds it). Either way the
   answer is bit-identical to a fresh one. ``job.plan.lookup`` says what happened.
+  With the disk tier (``--prefix-cache DIR``) a memory miss may be a **disk hit** (``"hit_disk"``: read in the
+  prepare thread, answered like a hit with source "disk"), and a miss's prefix is written to the folder by the
+  generation thread right after its answer was handed back (before the next job starts; a failed write is a
+  log line, never the request's error).
 """
 
 from __future__ import annotations
@@ -265,6 +269,7 @@ class Worker:
                 self._generate(job)
             finally:
                 job.prepared = None
+                self.reuse.persist(job.plan)  # the disk tier, once the answer is out
                 job.plan.release()
                 with self._lock:
                     self._generating = None
@@ -326,7 +331,7 @@ class Worker:
         if plan.clip is not None:
             clip = plan.clip
             return session.answer(job.prepared, preset=clip.preset, method=clip.method, prefix=clip.prefix,
-                                  source="memory", **options)[0]
+                                  source=plan.source, **options)[0]
         if plan.key is None:
             return session.generate(job.prepared, preset=req.preset, method=req.method, **options)
         result, kept = session.answer(job.prepared, preset=plan.preset, method=req.method, **options)

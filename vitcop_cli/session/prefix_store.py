@@ -43,7 +43,7 @@ from .generation import KeptPrefix
 from .prefix_file import Rejected, decode, encode, model_identity
 from .prefix_key import ClipOptions, clip_key, media_digest
 
-__all__ = ["DEFAULT_MAX_BYTES", "PrefixStore", "prefix_key"]
+__all__ = ["DEFAULT_MAX_BYTES", "PrefixStore", "prefix_key", "store_identity"]
 
 DEFAULT_MAX_BYTES = 4 * 2**30  # 4 GiB
 SUFFIX = ".safetensors"
@@ -52,10 +52,14 @@ _STALE_TMP_S = 24 * 3600  # a temporary file this old is a writer that died: rem
 log = logging.getLogger(__name__)
 
 
+def store_identity(session) -> str:
+    """``session``'s model identity as the store's keys spell it (:func:`.prefix_file.model_identity`, JSON)."""
+    return json.dumps(model_identity(session), sort_keys=True)
+
+
 def prefix_key(session, path: str | Path, options: ClipOptions) -> str:
     """The store key of the media file ``path`` opened with ``options`` on ``session``'s model."""
-    model = json.dumps(model_identity(session), sort_keys=True)
-    return clip_key(model, media_digest(path), options)
+    return clip_key(store_identity(session), media_digest(path), options)
 
 
 class PrefixStore:
