@@ -153,8 +153,7 @@ def test_a_prefix_kept_by_ask_is_found_by_the_server(session, root, tmp_path):  
     the options), so a prefix ``Session.open(..., prefix_store=...)`` — what ``vitcop ask --prefix-cache`` runs —
     kept is a disk hit for the server's first request about the same clip and options."""
     folder = tmp_path / "shared"
-    opened = session.open(root / "clip.mp4", frames=4, system=SYSTEM, decoder="decord",
-                          prefix_store=PrefixStore(folder))
+    opened = session.open(root / "clip.mp4", frames=4, system=SYSTEM, prefix_store=PrefixStore(folder))  # decord
     assert opened.prefix is not None and len(files(folder)) == 1
     clip = video(str(root / "clip.mp4"), system=SYSTEM)
     with pytest.MonkeyPatch.context() as patch, serving(session, root, prefix_cache_bytes=2**20,

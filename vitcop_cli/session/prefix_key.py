@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..media.decoders import DEFAULT_DECODER
+
 __all__ = ["ClipOptions", "clip_key", "media_digest"]
 
 _CHUNK = 1 << 20
@@ -34,8 +36,12 @@ class ClipOptions:
     max_pixels: int | None = None
     min_pixels: int | None = None
     resize: str = "fast"
-    decoder: str | None = None
+    decoder: str | None = None  # None: the default decoder, spelled out (the same pixels, the same key)
     decode_device: str = "cpu"
+
+    def __post_init__(self):
+        if self.decoder is None:
+            object.__setattr__(self, "decoder", DEFAULT_DECODER)
 
 
 def media_digest(path: str | Path) -> str:

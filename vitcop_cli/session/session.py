@@ -25,8 +25,8 @@ from pruning.presets import Preset, PresetError
 
 from ..defaults import DEFAULT_METHOD, DEFAULT_PRESET
 from ..errors import InputError
-from ..options import check_frame_options, check_generation_options, check_text
 from ..media.video import Visual
+from ..options import check_frame_options, check_generation_options, check_text
 from ..result import AskResult
 from .choices import as_preset, check_method
 from .generation import GenerationMixin
