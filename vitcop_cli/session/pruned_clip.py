@@ -53,7 +53,6 @@ class PrunedClip:
         self.visual = visual if prefix is None else without_pixels(visual)
         # charged to the first answer (a prefix built here carries its own decode time)
         self._pending_decode_s = 0.0 if prefix is not None and source != "disk" else video_decode_s
-        self.questions = 0
 
     @property
     def nbytes(self) -> int:
@@ -105,5 +104,4 @@ class PrunedClip:
         if self.warnings:
             result.warnings += self.warnings
             self.warnings = []
-        self.questions += 1
         return result
