@@ -62,11 +62,9 @@ class DiskPrefixes:
     def _model(self) -> str:
         """The model part of the key, as :func:`~vitcop_cli.session.prefix_store.prefix_key` makes it (once)."""
         if self._identity is None:
-            import json
+            from ..session.prefix_store import store_identity
 
-            from ..session.prefix_file import model_identity
-
-            self._identity = json.dumps(model_identity(self.session), sort_keys=True)
+            self._identity = store_identity(self.session)
         return self._identity
 
     def lookup(self, video: str, todo, look: set) -> DiskLookup:

@@ -17,7 +17,7 @@ options and the prompt length, then answers with the preset attached:
   counted), timings (marked by :class:`~vitcop_cli.session.phases.PhaseTimer` on one timeline: CUDA
   events resolved by one synchronisation at the end), peak memory and ``prefix``
   (:class:`~vitcop_cli.result.PrefixInfo`: kept / reused, tokens, bytes, time saved). A prefix built
-  earlier (:class:`PrefixBuild`, by ``Session.open``) is charged to the first answer that uses it: its
+  earlier (:class:`KeptPrefix`, by ``Session.open``) is charged to the first answer that uses it: its
   decode, preprocess and prefill times are added to that answer's, so the wait it reports is the whole wait.
 
 A random-weight demo model's result is flagged (``demo_model``) and carries a warning saying so.
@@ -25,6 +25,7 @@ A random-weight demo model's result is flagged (``demo_model``) and carries a wa
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -268,20 +269,15 @@ class GenerationMixin:
 _OOM = "out of GPU memory during generation; try a stronger preset, fewer frames or lower --max-pixels"
 
 
-class _runtime_failures:
-    """Map the engine's refusals and CUDA out-of-memory to :class:`RuntimeFailure` (a context manager)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            raise RuntimeFailure(_OOM) from exc
-        if isinstance(exc, (PruningNotApplied, UnsupportedGeneration)):
-            raise RuntimeFailure(str(exc)) from exc
-        return False
+@contextmanager
+def _runtime_failures():
+    """Map the engine's refusals and CUDA out-of-memory to :class:`RuntimeFailure`."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise RuntimeFailure(_OOM) from exc
+    except (PruningNotApplied, UnsupportedGeneration) as exc:
+        raise RuntimeFailure(str(exc)) from exc
 
 
 def _generation_options(processor, temperature, top_p, on_text, stopping_criteria, prefix_ids=None) -> dict:

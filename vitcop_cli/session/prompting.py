@@ -26,7 +26,7 @@ from ..errors import InputError, input_fault
 from ..media.video import Visual, check_frame_size, shown_path
 from ..options import check_frame_options, check_text
 
-__all__ = ["Prepared", "PromptingMixin", "without_pixels"]
+__all__ = ["Prepared", "PromptingMixin", "question_messages", "without_pixels"]
 
 
 @dataclass
@@ -72,13 +72,8 @@ class PromptingMixin:
         ``[system?, user: [visual, question]]``."""
         check_text(question)  # bound the raw text before the tokenizer sees it
         check_text(system, "the system prompt")
-        messages = []
-        if system:
-            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-        messages.append(
-            {"role": "user", "content": [{"type": visual.kind}, {"type": "text", "text": question}]}
-        )
-        return self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels)
+        return self.prepare_chat(visual, question_messages(visual.kind, question, system), max_pixels=max_pixels,
+                                 min_pixels=min_pixels)
 
     def prepare_prompt(
         self,
@@ -156,6 +151,15 @@ class PromptingMixin:
             if isinstance(v, torch.Tensor) and (not tokens_only or k in TOKEN_INPUTS or k.endswith("_grid_thw"))
         }
         return Prepared(inputs, visual, question, time.perf_counter() - started, warnings)
+
+
+def question_messages(kind: str, question: str | None, system: str | None = None) -> list[dict]:
+    """The conversation of one question about one visual of ``kind``: ``[system?, user: [visual, question]]``;
+    ``question`` None: the visual alone (the prompt's system + visual part, what a pruned prefix covers)."""
+    messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+    text = [] if question is None else [{"type": "text", "text": question}]
+    messages.append({"role": "user", "content": [{"type": kind}, *text]})
+    return messages
 
 
 def without_pixels(visual: Visual) -> Visual:

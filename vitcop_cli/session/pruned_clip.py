@@ -31,7 +31,7 @@ from ..media.video import Visual
 from ..options import check_text
 from ..result import AskResult
 from .generation import KeptPrefix
-from .prompting import without_pixels
+from .prompting import question_messages, without_pixels
 
 __all__ = ["PrunedClip"]
 
@@ -61,9 +61,7 @@ class PrunedClip:
 
     def messages(self, question: str) -> list[dict]:
         """The conversation of one question about this clip: ``[system?, user: [visual, question]]``."""
-        messages = [{"role": "system", "content": [{"type": "text", "text": self.system}]}] if self.system else []
-        messages.append({"role": "user", "content": [{"type": self.visual.kind}, {"type": "text", "text": question}]})
-        return messages
+        return question_messages(self.visual.kind, question, self.system)
 
     def ask(self, question: str, **options) -> AskResult:
         """Answer ``question`` about the clip; ``options`` as :meth:`ask_chat`."""

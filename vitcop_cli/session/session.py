@@ -32,7 +32,7 @@ from .choices import as_preset, check_method
 from .generation import GenerationMixin
 from .ingest import IngestMixin
 from .prefix_key import ClipOptions
-from .prompting import PromptingMixin
+from .prompting import PromptingMixin, question_messages
 from .pruned_clip import PrunedClip
 from .runtime import Clock, MemoryMeter
 
@@ -190,18 +190,17 @@ class Session(IngestMixin, PromptingMixin, GenerationMixin):
                      video_decode_s: float, store: PrefixStore | None, key: str | None,
                      notes: list[str]) -> PrunedClip:
         """Prepare and prefill ``visual``'s prefix into a clip; with ``store``, save it under ``key``."""
-        clip = PrunedClip(self, visual, None, preset=preset, method=method, system=system, max_pixels=max_pixels,
-                          min_pixels=min_pixels, video_decode_s=video_decode_s, warnings=notes)
+        if not method_class(method).question_independent:  # no prefix to keep: the clip keeps its pixels
+            return PrunedClip(self, visual, None, preset=preset, method=method, system=system, max_pixels=max_pixels,
+                              min_pixels=min_pixels, video_decode_s=video_decode_s, warnings=notes)
         # the prompt's system + visual part (its text after the visual is not prefilled)
-        messages = [*clip.messages("")[:-1], {"role": "user", "content": [{"type": visual.kind}]}]
+        messages = question_messages(visual.kind, None, system)
         prepared = self.prepare_chat(visual, messages, max_pixels=max_pixels, min_pixels=min_pixels)
         kept = self.build_prefix(prepared, preset=preset, method=method, video_decode_s=video_decode_s)
-        if kept is None:
-            return clip
-        if store is not None and key is not None:
+        if store is not None and key is not None and kept is not None:
             store.save(key, self, kept, visual, warnings=notes)
         return PrunedClip(self, visual, kept, preset=preset, method=method, system=system, max_pixels=max_pixels,
-                          min_pixels=min_pixels, warnings=notes)
+                          min_pixels=min_pixels, video_decode_s=video_decode_s, warnings=notes)
 
     def ask(
         self,
