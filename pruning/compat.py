@@ -34,6 +34,11 @@ keywords ``grid_thw``, ``cu_seqlens``,
 (``full_attention`` / ``linear_attention``), decoder-layer attribute ``linear_attn``, cache entries
 ``cache.layers[i].conv_states[0]`` / ``.recurrent_states[0]``; Qwen3-VL language-model keywords
 ``visual_pos_masks`` / ``deepstack_visual_embeds``; ``transformers.video_utils.VideoMetadata``.
+Video processors (frames in, :func:`video_frame_size`, :func:`resize_video_frames`, :func:`video_patch_writer`):
+calls on ``meta`` clips, ``TorchvisionBackend.resize``, Qwen's ``patchify(videos, patch_size=, merge_size=,
+temporal_patch_size=)``, ``normalize(image, mean, std, inplace=)``, ``_fuse_mean_std_and_rescale_factor`` and the
+attributes ``patch_size`` / ``merge_size`` / ``temporal_patch_size`` / ``image_mean`` / ``image_std`` /
+``rescale_factor`` / ``resample``.
 Encoder reuse (``pruning.encoder_reuse``): the vision-encoder call inputs ``hidden_states`` (Qwen-VL patch
 rows, 1st positional) and ``grid_thw`` (2nd) / ``pixel_values`` (SigLIP frames, 1st), the keyword
 ``output_attentions``, the rule that any other tensor input is precomputed geometry, and encoder outputs
@@ -550,3 +555,56 @@ def resize_video_frames(video_processor, frames, size: tuple[int, int]):
         resample=video_processor.resample,
     )
     return resized.permute(0, 2, 3, 1)
+
+
+def video_patch_writer(video_processor, videos_kwargs: dict):
+    """A cheaper route to the rows a Qwen-style video processor makes of frames already at its size, or
+    ``None`` where the processor is not one (LLaVA-OneVision) or ``videos_kwargs`` turn off its rescale or
+    normalisation: then the caller runs the processor itself.
+
+    The processor (transformers' ``_preprocess``, resize off) converts a ``(t, H, W, 3)`` uint8 clip to
+    channels-first, casts it to float32, normalises it in place with its fused rescale / mean / std
+    (``_fuse_mean_std_and_rescale_factor``) and cuts it into rows with its ``patchify`` (a permutation plus the
+    last frame repeated to a whole temporal patch), then concatenates the clips; a caller filling one
+    ``pixel_values`` copies once more: five copies of every chunk. The writer runs the same
+    functions in another order: ``patchify`` on the uint8 frames (a view, one copy), the cast straight into
+    the caller's rows, then the same in-place ``normalize`` with the same fused mean / std. Every step is
+    elementwise or a permutation, so the rows are bit-identical to the processor's; the caller still checks
+    that on the clip's first temporal patch (:class:`vitcop_cli.session.ingest.ChunkPreprocessor`), so a
+    release that changes the processor fails loudly instead of feeding the model other pixels.
+
+    ``write(frames, out) -> rows``: ``frames`` (t, H, W, 3) uint8 (t a multiple of the temporal patch but for
+    the clip's last chunk); ``out`` (>= rows, C * temporal_patch * patch * patch) float32, the rows to fill from
+    the first; returns how many it filled (t / temporal_patch * H / patch * W / patch, rounded up in t)."""
+    import torch
+
+    needed = ("patchify", "normalize", "_fuse_mean_std_and_rescale_factor", "patch_size", "merge_size",
+              "temporal_patch_size", "image_mean", "image_std", "rescale_factor")
+    if not all(hasattr(video_processor, name) for name in needed):
+        return None
+    settings = {name: videos_kwargs.get(name, getattr(video_processor, name, None))
+                for name in ("do_rescale", "do_normalize", "rescale_factor", "image_mean", "image_std",
+                             "patch_size", "merge_size", "temporal_patch_size")}
+    if not (settings["do_rescale"] and settings["do_normalize"]):
+        return None
+    mean, std = (tuple(v) if isinstance(v, list) else v for v in (settings["image_mean"], settings["image_std"]))
+    mean, std, rescale_left = video_processor._fuse_mean_std_and_rescale_factor(  # lru_cached: hashable arguments
+        do_normalize=True, image_mean=mean, image_std=std, do_rescale=True, rescale_factor=settings["rescale_factor"],
+        device=torch.device("cpu"),
+    )
+    if rescale_left:
+        return None
+    patch = settings["patch_size"]
+
+    def write(frames, out) -> int:
+        patches, *_ = video_processor.patchify(
+            frames.permute(0, 3, 1, 2).unsqueeze(0), patch_size=patch, merge_size=settings["merge_size"],
+            temporal_patch_size=settings["temporal_patch_size"],
+        )
+        rows = patches.shape[1]
+        target = out[:rows].view(rows, frames.shape[-1], -1, patch)  # channels third from the end, as normalize wants
+        target.copy_(patches[0].view(target.shape))
+        video_processor.normalize(target, mean.to(target.device), std.to(target.device), inplace=True)
+        return rows
+
+    return write

@@ -67,7 +67,9 @@ def pixels_digest(inputs: dict) -> str:
         h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
         flat = t.reshape(-1)
         if flat.numel() > DIGEST_SAMPLES:
-            flat = flat[torch.linspace(0, flat.numel() - 1, DIGEST_SAMPLES, device=flat.device).long()]
+            # integer positions: float32 steps round past the end once numel passes 2**24
+            step = torch.arange(DIGEST_SAMPLES, dtype=torch.int64, device=flat.device)
+            flat = flat[step * (flat.numel() - 1) // (DIGEST_SAMPLES - 1)]
         h.update(flat.contiguous().cpu().view(torch.uint8).numpy())
     return h.hexdigest()
 

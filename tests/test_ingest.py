@@ -178,3 +178,58 @@ def test_preprocessed_pixels_of_another_size_are_not_used(sessions, natural):
     visual = session.load_visual(natural, frames=FRAMES, resize="exact")
     small = session.prepare(visual, "What happens?", max_pixels=56 * 56).inputs
     assert small["pixel_values_videos"].shape != visual.processed["pixel_values_videos"].shape
+
+
+# ---- the preprocessing fast path (pruning.compat.video_patch_writer) ---------------------------
+WRITES_ROWS = {"qwen2_vl": True, "qwen2_5_vl": True, "qwen3_vl": True, "qwen3_5": True, "llava_onevision": False}
+
+
+def _chunked(session, clip: torch.Tensor, step: int):
+    """``clip`` (t, h, w, 3) at the processor's size through the session's ChunkPreprocessor, ``step`` frames a
+    chunk; the preprocessor and its rows."""
+    t, h, w, _ = clip.shape
+    sink = session.frame_sizing().preprocess(t, h, w)
+    for at in range(0, t, step):
+        sink.add(clip[at:at + step])
+    return sink, sink.result()["pixel_values_videos"]
+
+
+def _clip_at_model_size(session, frames: int) -> torch.Tensor:
+    h, w = session.frame_sizing().target(frames, 240, 332)
+    return torch.from_numpy(np.stack(list(_natural_frames(frames, w, h))))
+
+
+@pytest.mark.parametrize("frames", [5, 6])
+def test_rows_written_chunk_by_chunk_equal_the_processors(sessions, family, frames):
+    """Every family, a whole number of temporal patches or not (5 frames: the last patch repeats its frame):
+    the rows are bit-identical to the processor's on the whole clip; Qwen families take the writer (so the
+    exact oracle above runs it too), LLaVA-OneVision the processor."""
+    session = sessions[family]
+    clip = _clip_at_model_size(session, frames)
+    sink, rows = _chunked(session, clip, 2)
+    assert sink.writer_used is WRITES_ROWS[family]
+    kwargs = dict(sink.kwargs)
+    whole = session.processor.video_processor(videos=[clip], return_tensors="pt", **kwargs)["pixel_values_videos"]
+    assert rows.shape == whole.shape and torch.equal(rows, whole)
+
+
+def test_a_processor_the_writer_no_longer_matches_fails_loudly(sessions, monkeypatch):
+    """The run-time check: a release whose processor normalises otherwise (here: shifted by one) stops the run
+    with a RuntimeFailure naming the fast path, instead of feeding the model the writer's other pixels."""
+    from vitcop_cli.errors import RuntimeFailure
+
+    session = sessions["qwen2_vl"]
+    video_processor = session.processor.video_processor
+    original = video_processor.rescale_and_normalize
+    monkeypatch.setattr(video_processor, "rescale_and_normalize", lambda *a, **k: original(*a, **k) + 1)
+    with pytest.raises(RuntimeFailure, match="video_patch_writer"):
+        _chunked(session, _clip_at_model_size(session, 4), 2)
+
+
+def test_processor_settings_the_writer_does_not_model_leave_it_to_the_processor(sessions):
+    from pruning import compat
+
+    video_processor = sessions["qwen2_vl"].processor.video_processor
+    assert compat.video_patch_writer(video_processor, {}) is not None
+    assert compat.video_patch_writer(video_processor, {"do_normalize": False}) is None
+    assert compat.video_patch_writer(sessions["llava_onevision"].processor.video_processor, {}) is None

@@ -269,3 +269,14 @@ def test_keys_separate_everything_a_prefix_depends_on(clip, tmp_path):
         keys.add(clip_key("m", digest, dataclasses.replace(base, **change)))
     keys |= {clip_key("other-model", digest, base), clip_key("m", "0" * 64, base)}
     assert len(keys) == 14
+
+
+def test_the_pixel_digest_samples_within_any_large_tensor():
+    """Found on a 256-frame clip: float32 sample positions rounded past the end of a 36,126,720-value tensor
+    (every count past 2**24 risks it). Positions are integers now; the last value is still read."""
+    from pruning.prefix import pixels_digest
+
+    pixels = torch.zeros(36_126_720, dtype=torch.uint8)
+    before = pixels_digest({"pixel_values_videos": pixels})
+    pixels[-1] = 1
+    assert pixels_digest({"pixel_values_videos": pixels}) != before

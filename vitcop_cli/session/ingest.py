@@ -93,6 +93,13 @@ class ChunkPreprocessor:
     clip's are exactly the whole clip's (the ``--resize exact`` oracle checks every tensor). The shapes come
     from the processor itself, on ``meta`` clips. ``result()``: ``{"pixel_values_videos": tensor}`` plus the
     whole clip's other outputs (Qwen's ``video_grid_thw``).
+
+    Qwen-style processors take a cheaper route to the same rows (:func:`pruning.compat.video_patch_writer`:
+    their own patchify and normalise, written straight into ``pixel_values``; two copies of each chunk instead
+    of five, which matters on few cores, where preprocessing shares them with the decoder). The first chunk's
+    first temporal patch is also run through the processor itself and must match bit for bit; otherwise
+    :class:`~vitcop_cli.errors.RuntimeFailure` (a transformers release changed the processor: nothing is fed
+    to the model). ``writer_used`` says which route ran.
     """
 
     def __init__(self, video_processor, videos_kwargs: dict, frames: int, height: int, width: int, per_patch: int):
@@ -101,6 +108,7 @@ class ChunkPreprocessor:
         self.processor = video_processor
         self.kwargs = {k: v for k, v in videos_kwargs.items() if k != "video_metadata"}
         self.kwargs["do_resize"] = False
+        self.per_patch = per_patch
         whole = self._run(torch.empty((frames, height, width, 3), dtype=torch.uint8, device="meta"))
         part = self._run(torch.empty((per_patch, height, width, 3), dtype=torch.uint8, device="meta"))
         shape, one = whole["pixel_values_videos"].shape, part["pixel_values_videos"].shape
@@ -108,14 +116,38 @@ class ChunkPreprocessor:
         self.pixels = torch.empty(shape, dtype=whole["pixel_values_videos"].dtype)
         self.rest = {k: v for k, v in whole.items() if k != "pixel_values_videos" and v.device.type != "meta"}
         self.filled = 0
+        rows_layout = self.pixels.dim() == 2 and self.dim == 0 and self.pixels.dtype == torch.float32
+        self.write = compat.video_patch_writer(video_processor, self.kwargs) if rows_layout else None
+        self.writer_used = self.write is not None
 
     def _run(self, clip):
         return self.processor(videos=[clip], return_tensors="pt", **self.kwargs)
 
     def add(self, chunk) -> None:
-        values = self._run(chunk)["pixel_values_videos"]
-        self.pixels.narrow(self.dim, self.filled, values.shape[self.dim]).copy_(values)
-        self.filled += values.shape[self.dim]
+        if self.write is not None:
+            rows = self.write(chunk, self.pixels[self.filled:])
+            if self.filled == 0:
+                self._check_first_patch(chunk, rows)
+        else:
+            values = self._run(chunk)["pixel_values_videos"]
+            rows = values.shape[self.dim]
+            self.pixels.narrow(self.dim, self.filled, rows).copy_(values)
+        self.filled += rows
+
+    def _check_first_patch(self, chunk, rows: int) -> None:
+        """The writer's rows for the first temporal patch == the processor's own (the run-time check)."""
+        import torch
+
+        from ..errors import RuntimeFailure
+
+        expected = self._run(chunk[:self.per_patch])["pixel_values_videos"]
+        written = self.pixels[:expected.shape[0]]
+        if expected.shape[0] > rows or not torch.equal(written, expected.to(written.device)):
+            raise RuntimeFailure(
+                "the video preprocessing fast path (pruning.compat.video_patch_writer) no longer matches this "
+                f"transformers release's video processor ({type(self.processor).__name__}); nothing was sent to "
+                f"the model ({compat.version_note()}); please report it"
+            )
 
     def result(self) -> dict:
         if self.filled != self.pixels.shape[self.dim]:
