@@ -25,6 +25,7 @@ from types import SimpleNamespace
 
 from pruning import compat
 
+from ..errors import RuntimeFailure
 from ..media.sampling import FrameRule
 from ..media.video import FrameSizing, Visual, load_visual
 from ..options import check_decoding
@@ -118,7 +119,10 @@ class ChunkPreprocessor:
         self.filled = 0
         rows_layout = self.pixels.dim() == 2 and self.dim == 0 and self.pixels.dtype == torch.float32
         self.write = compat.video_patch_writer(video_processor, self.kwargs) if rows_layout else None
-        self.writer_used = self.write is not None
+
+    @property
+    def writer_used(self) -> bool:
+        return self.write is not None
 
     def _run(self, clip):
         return self.processor(videos=[clip], return_tensors="pt", **self.kwargs)
@@ -137,8 +141,6 @@ class ChunkPreprocessor:
     def _check_first_patch(self, chunk, rows: int) -> None:
         """The writer's rows for the first temporal patch == the processor's own (the run-time check)."""
         import torch
-
-        from ..errors import RuntimeFailure
 
         expected = self._run(chunk[:self.per_patch])["pixel_values_videos"]
         written = self.pixels[:expected.shape[0]]
