@@ -55,3 +55,9 @@ def input_fault(exc: BaseException, doing: str) -> InputError | None:
         return InputError(f"{doing}: the model's processor refuses its shape ({text[:160]}); "
                           "crop or pad it to an aspect ratio of at most 200:1")
     return None
+
+
+def exc_line(exc: BaseException, limit: int = 160) -> str:
+    """``exc``'s message on one line (whitespace collapsed), at most ``limit`` characters; its type's name when
+    the message is empty. For warnings that name what went wrong without a traceback."""
+    return " ".join(str(exc).split())[:limit] or type(exc).__name__

@@ -28,6 +28,7 @@ import os
 import time
 from typing import Callable
 
+from ..errors import exc_line
 from ..session.prefix_key import ClipOptions
 
 __all__ = ["DiskLookup", "DiskPrefixes"]
@@ -81,7 +82,7 @@ class DiskPrefixes:
         try:
             model = self._model()
         except Exception as exc:  # noqa: BLE001 - a model whose identity cannot be told: no disk tier for it
-            out.warnings.update({job: [f"prefix cache: not used ({_one_line(exc)})"] for job in look})
+            out.warnings.update({job: [f"prefix cache: not used ({exc_line(exc)})"] for job in look})
             return out
         for m, pr in todo:
             job = (m, pr.label)
@@ -96,7 +97,7 @@ class DiskPrefixes:
                 hit = self.store.load(key, self.session, warnings=warnings)
             except Exception as exc:  # noqa: BLE001 - no room to read it (the file stays): a miss, never an error
                 hit = None
-                warnings.append(f"prefix cache: could not read {key[:12]}... ({_one_line(exc)}); the clip is "
+                warnings.append(f"prefix cache: could not read {key[:12]}... ({exc_line(exc)}); the clip is "
                                 "prefilled afresh")
             out.seconds[job], t0 = time.perf_counter() - t0, time.perf_counter()
             if warnings:
@@ -117,7 +118,7 @@ class DiskPrefixes:
             try:
                 self.store.save(key, self.session, kept, visual, warnings=warnings)
             except Exception as exc:  # noqa: BLE001 - the answer is written whatever becomes of the file
-                warnings.append(f"prefix cache: could not save the prefix ({_one_line(exc)}); not kept on disk")
+                warnings.append(f"prefix cache: could not save the prefix ({exc_line(exc)}); not kept on disk")
         return warnings
 
     def _media_digest(self, video: str) -> str | None:
@@ -134,7 +135,3 @@ class DiskPrefixes:
             digest = None
         self._digest = (video, digest)
         return digest
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__

@@ -44,6 +44,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import exc_line
 from ..media.video import IMAGE_EXTENSIONS
 from ..session.prefix_key import ClipOptions, clip_key, media_digest
 from .config import ServeConfig
@@ -187,7 +188,7 @@ class PrefixReuse:
             self.store.save(plan.store_key, self.session, kept, dataclasses.replace(plan.keep, path=""),
                             warnings=lines)
         except Exception as exc:  # noqa: BLE001 - a bug or an odd failure in writing: the answer stands
-            lines.append(f"prefix cache: could not save the prefix in {self.store.root} ({_one_line(exc)})")
+            lines.append(f"prefix cache: could not save the prefix in {self.store.root} ({exc_line(exc)})")
         self._log(lines)
         if lines:
             return False
@@ -203,7 +204,7 @@ class PrefixReuse:
             hit = self.store.load(key, self.session, warnings=lines)
         except Exception as exc:  # noqa: BLE001 - e.g. no memory to read it: prefilled afresh, the file kept
             hit = None
-            lines.append(f"prefix cache: could not read {key[:12]}... in {self.store.root} ({_one_line(exc)}); "
+            lines.append(f"prefix cache: could not read {key[:12]}... in {self.store.root} ({exc_line(exc)}); "
                          "the clip is prefilled afresh")
         self._log(lines)
         if hit is None:
@@ -253,10 +254,6 @@ def request_key(model: str, path: str | Path, request: ChatRequest, config: Serv
     digest = media_digest(path)
     store = clip_key(store_model, digest, options) if store_model is not None else None
     return clip_key(model, f"{media_kind(path)}:{digest}", options), store
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
 
 
 def file_signature(path: str | Path) -> tuple[int, ...]:

@@ -38,6 +38,7 @@ from pruning.prefix import PrunedPrefix
 from pruning.survivors import PrefillState
 from pruning.verify import PruningNotApplied, check_cache
 
+from ..errors import exc_line
 from ..media.video import Visual
 from .generation import KeptPrefix
 
@@ -288,5 +289,4 @@ def _loads(meta: dict, name: str) -> dict:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:160] or type(exc).__name__) if not isinstance(exc, KeyError) else f"missing {text}"
+    return f"missing {exc_line(exc)}" if isinstance(exc, KeyError) else exc_line(exc)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, exc_line
 from ..media.video import Visual
 from .generation import KeptPrefix
 from .prefix_file import Rejected, decode, encode, model_identity
@@ -103,7 +103,7 @@ class PrefixStore:
         except (MemoryError, torch.cuda.OutOfMemoryError):
             raise  # the file may be fine: no room to read it is not a reason to remove it
         except Exception as exc:  # noqa: BLE001 - unreadable in any way (truncated, not safetensors): a miss
-            self._drop(path, inode, f"unreadable ({_one_line(exc)})", warnings)
+            self._drop(path, inode, f"unreadable ({exc_line(exc)})", warnings)
             return None
         try:
             os.utime(path)  # recently used: the cap evicts it last
@@ -129,7 +129,7 @@ class PrefixStore:
             os.replace(tmp, path)
         except OSError as exc:
             _unlink(tmp)
-            _warn(f"could not save the prefix in {self.root} ({exc.strerror or _one_line(exc)}); it is kept in "
+            _warn(f"could not save the prefix in {self.root} ({exc.strerror or exc_line(exc)}); it is kept in "
                   "memory only", warnings)
             return
         except Exception:
@@ -206,7 +206,3 @@ def _unlink(path: Path) -> None:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
