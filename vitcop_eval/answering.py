@@ -35,7 +35,7 @@ import time
 from vitcop_cli.errors import PrefixMiss
 from vitcop_cli.options import check_text
 from vitcop_cli.session.prefix_key import ClipOptions, clip_key
-from vitcop_cli.session.prompting import without_pixels
+from vitcop_cli.session.prompting import question_messages, without_pixels
 
 from .visuals import to_visual
 
@@ -65,13 +65,6 @@ def media_identity(raw) -> str | None:
         h.update(item.tobytes())
         return f"image:{h.hexdigest()}"
     return None
-
-
-def _messages(kind: str, question: str, system: str | None) -> list[dict]:
-    """The conversation ``Session.prepare`` renders: ``[system?, user: [visual, question]]``."""
-    out = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-    out.append({"role": "user", "content": [{"type": kind}, {"type": "text", "text": question}]})
-    return out
 
 
 class DocAnswerer:
@@ -111,8 +104,9 @@ class DocAnswerer:
         if key is not None and self._last is not None and self._last[0] == key:
             _, kept, visual = self._last
             check_text(question)  # as prepare does: the same one-line error
-            prompt = self.session.prepare_prompt(visual, _messages(visual.kind, question, self.args.system),
-                                                 max_pixels=self.args.max_pixels, min_pixels=self.args.min_pixels)
+            messages = question_messages(visual.kind, question, self.args.system)
+            prompt = self.session.prepare_prompt(visual, messages, max_pixels=self.args.max_pixels,
+                                                 min_pixels=self.args.min_pixels)
             try:
                 result, kept = self.session.answer(prompt, prefix=kept, **options)
             except PrefixMiss:

@@ -27,9 +27,9 @@ import threading
 import time
 
 from ..options import check_text
-from ..session.prompting import without_pixels
+from ..session.prompting import question_messages, without_pixels
 
-__all__ = ["ClipInput", "Clips", "messages"]
+__all__ = ["ClipInput", "Clips"]
 
 
 @dataclasses.dataclass
@@ -47,13 +47,6 @@ class ClipInput:
     source: object = dataclasses.field(default=None, repr=False)
     disk: object = dataclasses.field(default=None, repr=False)
     meta: object = dataclasses.field(default=None, repr=False)
-
-
-def messages(kind: str, question: str, system: str | None) -> list[dict]:
-    """The conversation ``Session.prepare`` renders: ``[system?, user: [visual, question]]``."""
-    out = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
-    out.append({"role": "user", "content": [{"type": kind}, {"type": "text", "text": question}]})
-    return out
 
 
 class Clips:
@@ -151,6 +144,6 @@ class Clips:
         check_text(system, "the system prompt")
         with self._lock:
             return self.session.prepare_prompt(
-                visual, messages(visual.kind, item.prompt, system), max_pixels=self.prepare_options.get("max_pixels"),
-                min_pixels=self.prepare_options.get("min_pixels"),
+                visual, question_messages(visual.kind, item.prompt, system),
+                max_pixels=self.prepare_options.get("max_pixels"), min_pixels=self.prepare_options.get("min_pixels"),
             )
